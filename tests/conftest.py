@@ -1,0 +1,58 @@
+"""Test harness: every test runs on a fresh loop that must end clean.
+
+A test fails when it leaves a task running, when the loop reports an error
+nobody handled ("Task was destroyed but it is pending", "exception was never
+retrieved"), or when a warning is raised (``filterwarnings = error``, which
+also turns ResourceWarning and un-awaited coroutines into failures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from wsclient.testing import FlakyServer
+
+MS = 0.001
+"""One millisecond: every interval in the tests is a multiple of it, so timing scales in one place."""
+
+
+@pytest.fixture(autouse=True)
+async def clean_loop() -> AsyncIterator[None]:
+    """Fail the test if it leaks a task or leaves an error the loop had to report."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    before = asyncio.all_tasks()
+    yield
+    # Let callbacks of just-finished tasks run, then collect what was dropped.
+    for _ in range(3):
+        await asyncio.sleep(0)
+    gc.collect()
+    leaked = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task() and not t.done()]
+    loop.set_exception_handler(previous)
+    for task in leaked:
+        task.cancel()
+    if leaked:
+        await asyncio.wait(leaked, timeout=1)
+    assert not leaked, f"tasks leaked by the test: {leaked}"
+    assert not reported, f"the event loop reported unhandled errors: {[c.get('message') for c in reported]}"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FlakyServer]:
+    """An echo server on loopback."""
+    async with FlakyServer("echo") as flaky:
+        yield flaky
+
+
+@pytest.fixture
+async def stream_server() -> AsyncIterator[FlakyServer]:
+    """A server streaming ``{"seq": n}`` every 5 ms."""
+    async with FlakyServer("stream", stream_interval=5 * MS) as flaky:
+        yield flaky

@@ -1,0 +1,58 @@
+"""wsclient: a resilient asyncio WebSocket client.
+
+A ``Client`` keeps one WebSocket connection up for weeks: it reconnects with
+jittered backoff, tells a deliberate close from a broken one, notices a dead
+peer, re-subscribes through ``on_connect`` and never silently loses a send.
+"""
+
+from .backoff import Backoff
+from .client import Client
+from .config import Data
+from .errors import (
+    BufferFull,
+    CertificateError,
+    ClientClosed,
+    FatalCloseError,
+    FatalError,
+    GaveUp,
+    HandshakeError,
+    HandshakeRejected,
+    WsClientError,
+)
+from .events import Cause, ClosedBy, SessionEnd, State
+from .heartbeat import Heartbeat
+from .logs import redact_headers, redact_secrets, redact_url
+from .policy import Action, close_action, connect_action
+from .session import Session
+from .stats import Outage, Stats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Action",
+    "Backoff",
+    "BufferFull",
+    "Cause",
+    "CertificateError",
+    "Client",
+    "ClientClosed",
+    "ClosedBy",
+    "Data",
+    "FatalCloseError",
+    "FatalError",
+    "GaveUp",
+    "HandshakeError",
+    "HandshakeRejected",
+    "Heartbeat",
+    "Outage",
+    "Session",
+    "SessionEnd",
+    "State",
+    "Stats",
+    "WsClientError",
+    "close_action",
+    "connect_action",
+    "redact_headers",
+    "redact_secrets",
+    "redact_url",
+]

@@ -1,0 +1,91 @@
+"""Backoff settings turned into tenacity wait and stop strategies.
+
+The delays are tenacity's own: exponential with full jitter by default
+(``wait_random_exponential``), plus whatever the server asked for through
+``Retry-After`` or close code 1013.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tenacity import RetryCallState
+from tenacity.stop import stop_after_attempt, stop_after_delay, stop_base, stop_never
+from tenacity.wait import wait_base, wait_exponential, wait_random_exponential
+
+from .policy import retry_delay_hint
+
+__all__ = ["Backoff", "wait_server_hint"]
+
+
+class wait_server_hint(wait_base):  # noqa: N801 - named like tenacity's strategies
+    """Wait what the server asked for: ``Retry-After`` on 429/503, or a 1013 close."""
+
+    def __init__(self, overload_delay: float, cap: float) -> None:
+        self.overload_delay = overload_delay
+        self.cap = cap
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None and outcome.failed else None
+        return retry_delay_hint(exc, overload_delay=self.overload_delay, cap=self.cap)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """How long to wait between connection attempts.
+
+    Attempt *n* waits a random time in ``[0, min(maximum, initial * multiplier**(n-1))]``
+    ("full jitter", which spreads a crowd of clients reconnecting to one
+    server), or exactly that bound with ``jitter=False``. The count restarts
+    only after a session stayed open for ``stable_after`` seconds, so a
+    server that accepts and drops at once is not hammered in a tight loop.
+    """
+
+    initial: float = 0.5
+    """Upper bound of the first delay, in seconds."""
+    maximum: float = 30.0
+    """Upper bound of any delay, in seconds."""
+    multiplier: float = 2.0
+    """Growth of the bound from one attempt to the next."""
+    jitter: bool = True
+    """Full jitter (random in ``[0, bound]``); ``False`` waits the bound itself."""
+    stable_after: float = 10.0
+    """Seconds a session must stay open before the next outage starts from ``initial`` again."""
+    overload_delay: float = 5.0
+    """Extra delay after close 1013 or a 429/503 that gave no usable ``Retry-After``."""
+    max_retry_after: float = 300.0
+    """Upper bound of a server's ``Retry-After``, so a hostile value cannot park the client."""
+
+    def __post_init__(self) -> None:
+        for name in ("initial", "maximum", "stable_after", "overload_delay", "max_retry_after"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"Backoff {name} must be a number, got {value!r}")
+            if not value >= 0:
+                raise ValueError(f"Backoff {name} must be >= 0, got {value!r}")
+        if isinstance(self.multiplier, bool) or not isinstance(self.multiplier, int | float):
+            raise TypeError(f"Backoff multiplier must be a number, got {self.multiplier!r}")
+        if not self.multiplier >= 1:
+            raise ValueError(f"Backoff multiplier must be >= 1, got {self.multiplier!r}")
+        if self.maximum < self.initial:
+            raise ValueError(f"Backoff maximum ({self.maximum}) must be >= initial ({self.initial})")
+
+    def wait(self) -> wait_base:
+        """The tenacity wait strategy for these settings."""
+        base: wait_base
+        if self.jitter:
+            base = wait_random_exponential(multiplier=self.initial, max=self.maximum, exp_base=self.multiplier)
+        else:
+            base = wait_exponential(multiplier=self.initial, max=self.maximum, exp_base=self.multiplier)
+        return base + wait_server_hint(self.overload_delay, self.max_retry_after)
+
+    @staticmethod
+    def stop(max_attempts: int | None = None, max_outage: float | None = None) -> stop_base:
+        """The tenacity stop strategy: after ``max_attempts`` attempts or ``max_outage`` seconds of one outage."""
+        stop: stop_base = stop_never
+        if max_attempts is not None:
+            stop = stop | stop_after_attempt(max_attempts)
+        if max_outage is not None:
+            stop = stop | stop_after_delay(max_outage)
+        return stop

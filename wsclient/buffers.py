@@ -1,0 +1,160 @@
+"""The two bounded buffers between the application and the sessions.
+
+The inbox carries received messages to ``recv()`` and iteration across
+reconnects; the outbox keeps what ``send()`` was handed while no session
+could take it, in order, until the next session flushes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Generic, TypeVar
+
+from .errors import BufferFull
+from .stats import Stats
+
+__all__ = ["Inbox", "Outbox"]
+
+T = TypeVar("T")
+
+
+class _Waiters:
+    """Futures of tasks waiting for a condition, woken one at a time in FIFO order."""
+
+    __slots__ = ("_futures",)
+
+    def __init__(self) -> None:
+        self._futures: deque[asyncio.Future[None]] = deque()
+
+    async def wait(self) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._futures.append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                # Woken, then cancelled before using the turn: pass it on.
+                self.wake_one()
+            elif future in self._futures:
+                self._futures.remove(future)
+            raise
+
+    def wake_one(self) -> None:
+        while self._futures:
+            future = self._futures.popleft()
+            if not future.done():
+                future.set_result(None)
+                return
+
+    def wake_all(self) -> None:
+        while self._futures:
+            future = self._futures.popleft()
+            if not future.done():
+                future.set_result(None)
+
+
+class Inbox(Generic[T]):
+    """A bounded FIFO of received messages that ends with an exception once closed and drained."""
+
+    __slots__ = ("_end", "_getters", "_items", "_limit", "_putters")
+
+    def __init__(self, limit: int) -> None:
+        self._items: deque[T] = deque()
+        self._limit = limit
+        self._getters = _Waiters()
+        self._putters = _Waiters()
+        self._end: BaseException | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def full(self) -> bool:
+        return len(self._items) >= self._limit
+
+    async def put(self, item: T) -> None:
+        """Append ``item``, waiting while the inbox is full (backpressure on the session)."""
+        while len(self._items) >= self._limit and self._end is None:
+            await self._putters.wait()
+        self._items.append(item)
+        self._getters.wake_one()
+
+    async def get(self) -> T:
+        """Return the oldest message; once closed and empty, raise the closing exception."""
+        items = self._items
+        while not items:
+            if self._end is not None:
+                raise self._end
+            await self._getters.wait()
+        item = items.popleft()
+        self._putters.wake_one()
+        return item
+
+    def close(self, end: BaseException) -> None:
+        """Let readers drain what is left, then raise ``end`` from ``get()``."""
+        if self._end is None:
+            self._end = end
+        self._getters.wake_all()
+        self._putters.wake_all()
+
+
+class Outbox(Generic[T]):
+    """Messages handed to ``send()`` that no session has written yet, oldest first."""
+
+    __slots__ = ("_closed", "_items", "_nonempty", "_space", "_stats", "limit")
+
+    def __init__(self, limit: int, stats: Stats) -> None:
+        self._items: deque[T] = deque()
+        self.limit = limit
+        self._stats = stats
+        self._nonempty = _Waiters()
+        self._space = _Waiters()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def full(self) -> bool:
+        return len(self._items) >= self.limit
+
+    def items(self) -> list[T]:
+        return list(self._items)
+
+    def add(self, item: T, *, drop_oldest: bool = False) -> None:
+        """Append ``item``; when full, raise ``BufferFull`` or drop the oldest message."""
+        if len(self._items) >= self.limit:
+            if not drop_oldest:
+                raise BufferFull(self.limit)
+            self._stats.dropped += 1
+            if not self._items:
+                return
+            self._items.popleft()
+        self._items.append(item)
+        self._stats.buffered = len(self._items)
+        self._nonempty.wake_one()
+
+    def pop(self) -> T:
+        item = self._items.popleft()
+        self._stats.buffered = len(self._items)
+        self._space.wake_all()
+        return item
+
+    def close(self) -> None:
+        """Wake every waiter: nothing will be flushed any more."""
+        self._closed = True
+        self._space.wake_all()
+        self._nonempty.wake_all()
+
+    async def wait_for_space(self) -> None:
+        """Return once a message fits, or once the outbox is closed."""
+        while len(self._items) >= self.limit and not self._closed:
+            await self._space.wait()
+
+    async def wait_until_empty(self) -> None:
+        """Return once every buffered message was written, or once the outbox is closed."""
+        while self._items and not self._closed:
+            await self._space.wait()
+
+    async def wait_for_items(self) -> None:
+        while not self._items:
+            await self._nonempty.wait()

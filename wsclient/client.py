@@ -1,0 +1,326 @@
+"""``Client``: the lifecycle, sending, receiving, state and stats of one resilient connection."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import ssl as ssl_module
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed
+
+from .backoff import Backoff
+from .buffers import Inbox, Outbox
+from .config import ClientConfig, Data, HeadersSource, MessageHandler, OnConnect, Overflow, UrlSource
+from .errors import BufferFull, ClientClosed, WsClientError
+from .events import State, check_transition
+from .heartbeat import Heartbeat
+from .logs import get_logger, redact_url
+from .policy import Action, ErrorClassifier
+from .session import Session
+from .stats import Stats
+from .supervisor import Supervisor
+
+__all__ = ["Client"]
+
+_DATA_TYPES = (str, bytes, bytearray, memoryview)
+
+
+class Client:
+    """A WebSocket connection that stays up: reconnects, re-subscribes, buffers and reports.
+
+    Use it as ``async with Client(url) as client:``; entering returns once the
+    first session is open (or raises ``FatalError``/``GaveUp``), leaving closes
+    with code 1000. Messages from every session come out of ``recv()`` and
+    ``async for`` as one stream; ``send()`` while disconnected buffers up to
+    ``max_buffered`` messages, sent in order after the next ``on_connect``.
+    """
+
+    def __init__(
+        self,
+        url: UrlSource,
+        *,
+        on_connect: OnConnect | None = None,
+        on_message: MessageHandler | None = None,
+        backoff: Backoff = Backoff(),
+        max_attempts: int | None = None,
+        max_outage: float | None = None,
+        heartbeat: Heartbeat | None = Heartbeat(),
+        idle_timeout: float | None = None,
+        reconnect_on_normal_close: bool = False,
+        close_actions: Mapping[int, Action | str] | None = None,
+        classify_error: ErrorClassifier | None = None,
+        max_buffered: int = 1024,
+        overflow: Overflow = "error",
+        inbox_size: int = 1024,
+        open_timeout: float | None = 10.0,
+        close_timeout: float = 10.0,
+        headers: HeadersSource | None = None,
+        subprotocols: Sequence[str] | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        compression: str | None = "deflate",
+        max_size: int | None = 2**20,
+        max_queue: int = 16,
+    ) -> None:
+        self.config = ClientConfig(
+            url=url,
+            on_connect=on_connect,
+            on_message=on_message,
+            backoff=backoff,
+            max_attempts=max_attempts,
+            max_outage=max_outage,
+            heartbeat=heartbeat,
+            idle_timeout=idle_timeout,
+            reconnect_on_normal_close=reconnect_on_normal_close,
+            close_actions=close_actions,  # type: ignore[arg-type]  # normalised by ClientConfig
+            classify_error=classify_error,
+            max_buffered=max_buffered,
+            overflow=overflow,
+            inbox_size=inbox_size,
+            open_timeout=open_timeout,
+            close_timeout=close_timeout,
+            headers=headers,
+            subprotocols=subprotocols,
+            ssl=ssl,
+            compression=compression,
+            max_size=max_size,
+            max_queue=max_queue,
+        )
+        self.stats = Stats()
+        self._state = State.IDLE
+        self._log = get_logger().bind(url=redact_url(url) if isinstance(url, str) else "<callable>")
+        self._inbox: Inbox[Data] = Inbox(inbox_size)
+        self._outbox: Outbox[Data] = Outbox(max_buffered, self.stats)
+        self._supervisor = Supervisor(
+            self.config, self.stats, self._outbox, self._make_deliver(), self._set_state, self._log
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._end: BaseException | None = None
+        self._closing = False
+
+    def __repr__(self) -> str:
+        return f"<wsclient.Client {self._state.value}>"
+
+    # Lifecycle
+
+    @property
+    def state(self) -> State:
+        """Where the client is: idle, connecting, open, reconnecting, closing or closed."""
+        return self._state
+
+    @property
+    def session(self) -> Session | None:
+        """The live session, or ``None`` between sessions."""
+        return self._supervisor.session
+
+    async def start(self) -> None:
+        """Start the supervisor without waiting for the first session (``async with`` does both)."""
+        if self._state is not State.IDLE:
+            raise RuntimeError(f"client cannot start: it is {self._state.value}")
+        self._set_state(State.CONNECTING)
+        self._task = asyncio.create_task(self._run(), name="wsclient-supervisor")
+
+    async def __aenter__(self) -> Client:
+        await self.start()
+        try:
+            await self.wait_open()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def wait_open(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - the public contract
+        """Wait until a session is open; raise why the client stopped if it stops first.
+
+        Raises ``TimeoutError`` after ``timeout`` seconds.
+        """
+        if self._state is State.OPEN:
+            return
+        task = self._task
+        if task is None:
+            raise RuntimeError("client is not started: use 'async with client' or 'await client.start()'")
+        opened = asyncio.create_task(self._supervisor.opened.wait())
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.wait({opened, task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            opened.cancel()
+            await asyncio.wait({opened})
+        if not self._is_open():
+            raise self._stopped_error()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Flush the outbox, close the session with ``code`` and stop reconnecting. Idempotent.
+
+        Every wait is bounded by ``close_timeout``, whatever the server does.
+        Messages that could not be sent stay available from :meth:`unsent`.
+        """
+        task = self._task
+        if task is None:
+            if self._state is State.IDLE:
+                self._set_state(State.CLOSED)
+                self._finish(ClientClosed())
+            return
+        if not self._closing:
+            self._closing = True
+            if self._state is not State.CLOSED:
+                self._set_state(State.CLOSING)
+            await self._close_session(code, reason)
+            self._inbox.close(ClientClosed())
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.config.close_timeout)
+            if not done:
+                task.cancel()
+                await asyncio.wait({task})
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+
+    async def _close_session(self, code: int, reason: str) -> None:
+        session = self._supervisor.session
+        task = self._task
+        if session is None or not session.is_open:
+            if task is not None:
+                task.cancel()
+            return
+        if len(self._outbox):
+            try:
+                async with asyncio.timeout(self.config.close_timeout):
+                    await self._outbox.wait_until_empty()
+            except TimeoutError:
+                self._log.warning("close_flush_timeout", unsent=len(self._outbox))
+        await session.close(code, reason)
+
+    async def _run(self) -> None:
+        """The supervisor task: keep the stream alive, then record why it stopped."""
+        end: BaseException = ClientClosed()
+        try:
+            last = await self._supervisor.run()
+            end = ClientClosed(
+                f"connection closed by the {last.closed_by.value} with code {last.code}", last.code, last.reason
+            )
+        except WsClientError as exc:
+            end = exc
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._log.exception("supervisor_failed")
+            end = exc
+        finally:
+            self._finish(end)
+
+    def _finish(self, end: BaseException) -> None:
+        if self._end is None:
+            self._end = end
+        if (outage := self.stats.current_outage) is not None:
+            outage.end = time.time()
+        if self._state is not State.CLOSED:
+            self._set_state(State.CLOSED)
+        self._inbox.close(self._end)
+        self._outbox.close()
+        if len(self._outbox):
+            self._log.warning("unsent", messages=len(self._outbox))
+
+    def _set_state(self, new: State) -> None:
+        if self._closing and new in (State.OPEN, State.RECONNECTING):
+            return
+        old = self._state
+        self._state = check_transition(old, new)
+        self._log.debug("state", old=old.value, new=new.value)
+
+    def _is_open(self) -> bool:
+        return self._state is State.OPEN
+
+    def _is_stopping(self) -> bool:
+        return self._closing or self._state is State.CLOSED
+
+    def _stopped_error(self) -> BaseException:
+        return self._end if self._end is not None else ClientClosed()
+
+    # Receiving
+
+    def _make_deliver(self) -> Any:
+        handler = self.config.on_message
+        if handler is None:
+            return self._inbox.put
+        log = self._log
+
+        async def deliver(message: Data) -> None:
+            try:
+                result = handler(message)
+                if result is not None and inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("on_message_failed")
+
+        return deliver
+
+    async def recv(self) -> Data:
+        """The next message, across reconnects.
+
+        Raises ``ClientClosed`` once the client stopped cleanly and every
+        received message was read, or the ``FatalError``/``GaveUp`` that stopped it.
+        """
+        if self.config.on_message is not None:
+            raise RuntimeError("recv() is not available when on_message is set: messages go to the handler")
+        if self._state is State.IDLE:
+            raise RuntimeError("client is not started: use 'async with client' or 'await client.start()'")
+        return await self._inbox.get()
+
+    def __aiter__(self) -> Client:
+        return self
+
+    async def __anext__(self) -> Data:
+        try:
+            return await self.recv()
+        except ClientClosed:
+            raise StopAsyncIteration from None
+
+    # Sending
+
+    async def send(self, message: Data) -> None:
+        """Send ``message`` now if a session is open, else buffer it for the next session.
+
+        While a session is open, a full outbox makes ``send()`` wait. While
+        disconnected, a full outbox raises ``BufferFull`` (``overflow="error"``),
+        drops the oldest buffered message (``"drop_oldest"``) or waits (``"wait"``).
+        """
+        if not isinstance(message, _DATA_TYPES):
+            raise TypeError(f"message must be str or bytes, got {type(message).__name__}")
+        if self._is_stopping():
+            raise ClientClosed("cannot send: client is closed")
+        session = self._supervisor.session
+        outbox = self._outbox
+        if session is not None and session.ready and not len(outbox) and session.is_open:
+            try:
+                await session.connection.send(message)
+            except ConnectionClosed:
+                self.stats.sends_interrupted += 1
+                self._log.warning("send_interrupted", session_id=session.id)
+            else:
+                self.stats.messages_out += 1
+            return
+        if outbox.full():
+            if self._state is State.OPEN or self.config.overflow == "wait":
+                await outbox.wait_for_space()
+                if self._is_stopping():
+                    raise ClientClosed("cannot send: client closed while waiting for outbox space")
+            elif self.config.overflow == "drop_oldest":
+                outbox.add(message, drop_oldest=True)
+                self._log.warning("buffer_dropped_oldest", limit=outbox.limit)
+                return
+            else:
+                raise BufferFull(outbox.limit)
+        outbox.add(message)
+
+    def unsent(self) -> list[Data]:
+        """Messages handed to ``send()`` that no session has written yet (all of them, once closed)."""
+        return self._outbox.items()

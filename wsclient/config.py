@@ -1,0 +1,157 @@
+"""The client's settings, checked once at construction so a wrong argument fails early and by name."""
+
+from __future__ import annotations
+
+import ssl as ssl_module
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from urllib.parse import urlsplit
+
+from .backoff import Backoff
+from .heartbeat import Heartbeat
+from .policy import Action, ErrorClassifier
+
+if TYPE_CHECKING:
+    from .session import Session
+
+__all__ = [
+    "ClientConfig",
+    "Data",
+    "HeadersSource",
+    "MessageHandler",
+    "OnConnect",
+    "Overflow",
+    "UrlSource",
+    "check_url",
+]
+
+Data: TypeAlias = str | bytes
+UrlSource: TypeAlias = str | Callable[[], str | Awaitable[str]]
+HeadersSource: TypeAlias = Mapping[str, str] | Callable[[], Mapping[str, str] | Awaitable[Mapping[str, str]]]
+OnConnect: TypeAlias = "Callable[[Session], Awaitable[None]]"
+MessageHandler: TypeAlias = Callable[[Data], Awaitable[None] | None]
+Overflow: TypeAlias = Literal["error", "drop_oldest", "wait"]
+
+_OVERFLOWS = ("error", "drop_oldest", "wait")
+_COMPRESSIONS = ("deflate", None)
+
+
+def check_url(url: object, name: str = "url") -> str:
+    """Return ``url`` if it is a ws:// or wss:// URL with a host, else raise naming ``name``."""
+    if not isinstance(url, str):
+        raise TypeError(f"{name} must be a str or a callable returning one, got {type(url).__name__}")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ValueError(f"{name} is not a valid URL: {exc}") from None
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"{name} must start with ws:// or wss://, got scheme {parts.scheme or '(none)'!r}")
+    if not parts.hostname:
+        raise ValueError(f"{name} has no host")
+    return url
+
+
+def _number(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if (strict and not value > minimum) or not value >= minimum:
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value!r}")
+
+
+def _integer(name: str, value: Any, *, minimum: int, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+
+
+def _callable(name: str, value: Any) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """Every ``Client`` argument, validated; see ``Client`` for what each one means."""
+
+    url: UrlSource
+    on_connect: OnConnect | None = None
+    on_message: MessageHandler | None = None
+    backoff: Backoff = Backoff()
+    max_attempts: int | None = None
+    max_outage: float | None = None
+    heartbeat: Heartbeat | None = Heartbeat()
+    idle_timeout: float | None = None
+    reconnect_on_normal_close: bool = False
+    close_actions: Mapping[int, Action] | None = None
+    classify_error: ErrorClassifier | None = None
+    max_buffered: int = 1024
+    overflow: Overflow = "error"
+    inbox_size: int = 1024
+    open_timeout: float | None = 10.0
+    close_timeout: float = 10.0
+    headers: HeadersSource | None = None
+    subprotocols: Sequence[str] | None = None
+    ssl: ssl_module.SSLContext | None = None
+    compression: str | None = "deflate"
+    max_size: int | None = 2**20
+    max_queue: int = 16
+
+    def __post_init__(self) -> None:
+        if callable(self.url):
+            pass
+        else:
+            url = check_url(self.url)
+            if urlsplit(url).scheme == "ws" and self.ssl is not None:
+                raise ValueError("ssl is given but url is ws://; use wss:// for TLS")
+        _callable("on_connect", self.on_connect)
+        _callable("on_message", self.on_message)
+        _callable("classify_error", self.classify_error)
+        if not isinstance(self.backoff, Backoff):
+            raise TypeError(f"backoff must be a wsclient.Backoff, got {type(self.backoff).__name__}")
+        if self.heartbeat is not None and not isinstance(self.heartbeat, Heartbeat):
+            raise TypeError(f"heartbeat must be a wsclient.Heartbeat or None, got {type(self.heartbeat).__name__}")
+        _integer("max_attempts", self.max_attempts, minimum=1, optional=True)
+        _number("max_outage", self.max_outage, strict=True, optional=True)
+        _number("idle_timeout", self.idle_timeout, strict=True, optional=True)
+        _number("open_timeout", self.open_timeout, strict=True, optional=True)
+        _number("close_timeout", self.close_timeout, strict=True)
+        _integer("max_buffered", self.max_buffered, minimum=0)
+        _integer("inbox_size", self.inbox_size, minimum=1)
+        _integer("max_size", self.max_size, minimum=1, optional=True)
+        _integer("max_queue", self.max_queue, minimum=1)
+        if self.overflow not in _OVERFLOWS:
+            raise ValueError(f"overflow must be one of {', '.join(_OVERFLOWS)}, got {self.overflow!r}")
+        if self.compression not in _COMPRESSIONS:
+            raise ValueError(f"compression must be 'deflate' or None, got {self.compression!r}")
+        if not isinstance(self.reconnect_on_normal_close, bool):
+            raise TypeError(f"reconnect_on_normal_close must be a bool, got {self.reconnect_on_normal_close!r}")
+        if self.headers is not None and not (isinstance(self.headers, Mapping) or callable(self.headers)):
+            raise TypeError(f"headers must be a mapping or a callable returning one, got {type(self.headers).__name__}")
+        if self.subprotocols is not None and (
+            isinstance(self.subprotocols, str) or not all(isinstance(p, str) for p in self.subprotocols)
+        ):
+            raise TypeError("subprotocols must be a sequence of str")
+        if self.ssl is not None and not isinstance(self.ssl, ssl_module.SSLContext):
+            raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type(self.ssl).__name__}")
+        if self.close_actions is not None:
+            if not isinstance(self.close_actions, Mapping):
+                raise TypeError("close_actions must be a mapping of close code to wsclient.Action")
+            actions: dict[int, Action] = {}
+            for code, action in self.close_actions.items():
+                if isinstance(code, bool) or not isinstance(code, int) or not 1000 <= code <= 4999:
+                    raise ValueError(f"close_actions key must be a close code 1000-4999, got {code!r}")
+                try:
+                    actions[code] = Action(action)
+                except ValueError:
+                    raise ValueError(
+                        f"close_actions[{code}] must be a wsclient.Action or one of "
+                        f"'reconnect', 'stop', 'fatal', got {action!r}"
+                    ) from None
+            object.__setattr__(self, "close_actions", actions)

@@ -1,0 +1,110 @@
+"""Heartbeat settings and the loops that notice a dead peer.
+
+A peer is alive when anything proves it within the timeout: its pong, any
+inbound bytes, or the kernel draining what we wrote. A session whose reading
+we paused ourselves (the application is not reading) is backpressured, not
+dead, so it is never declared dead for that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from .events import Cause
+
+__all__ = ["Heartbeat", "Link", "run_heartbeat", "run_idle_watchdog"]
+
+HeartbeatMessage = str | bytes | Callable[[], str | bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Send a ping every ``interval`` seconds; no sign of life within ``timeout`` ends the session.
+
+    With ``message`` set, an application message (many servers want
+    ``{"op": "ping"}``) is sent instead of a protocol ping, and any inbound
+    data within ``timeout`` counts as the answer. ``message`` may be a
+    callable returning the message, for servers that want a fresh timestamp.
+    """
+
+    interval: float = 20.0
+    timeout: float = 10.0
+    message: HeartbeatMessage | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("interval", "timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"Heartbeat {name} must be a number, got {value!r}")
+            if not value > 0:
+                raise ValueError(f"Heartbeat {name} must be > 0, got {value!r}")
+        if self.message is not None and not (isinstance(self.message, str | bytes) or callable(self.message)):
+            raise TypeError(f"Heartbeat message must be str, bytes or a callable, got {self.message!r}")
+
+
+class Link(Protocol):
+    """What the heartbeat needs to know of one connection."""
+
+    @property
+    def last_rx(self) -> float:
+        """Loop time at which bytes last arrived."""
+
+    @property
+    def last_drain(self) -> float:
+        """Loop time at which the write buffer last drained below its low-water mark."""
+
+    def reading_paused(self) -> bool:
+        """Whether reading is paused because the application is not consuming messages."""
+
+    async def send_heartbeat(self, message: str | bytes | None) -> Awaitable[float] | None:
+        """Send a ping (``message is None``; returns the pong waiter) or an application message."""
+
+
+async def run_heartbeat(settings: Heartbeat, link: Link) -> Cause:
+    """Ping until the peer stops giving signs of life, then return ``Cause.HEARTBEAT_TIMEOUT``."""
+    loop = asyncio.get_running_loop()
+    next_at = loop.time() + settings.interval
+    while True:
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
+        sent_at = loop.time()
+        next_at = sent_at + settings.interval
+        message = settings.message() if callable(settings.message) else settings.message
+        pong: Awaitable[float] | None = None
+        try:
+            async with asyncio.timeout(settings.timeout):
+                pong = await link.send_heartbeat(message)
+                if pong is not None:
+                    await asyncio.shield(pong)
+                else:
+                    await asyncio.sleep(settings.timeout)
+        except TimeoutError:
+            pass
+        if pong is not None and _answered(pong):
+            continue
+        if link.last_rx >= sent_at or link.last_drain >= sent_at or link.reading_paused():
+            continue
+        return Cause.HEARTBEAT_TIMEOUT
+
+
+def _answered(pong: Awaitable[float]) -> bool:
+    """Whether a pong waiter completed with a pong (not with the connection closing)."""
+    if isinstance(pong, asyncio.Future) and pong.done():
+        return not pong.cancelled() and pong.exception() is None
+    return False
+
+
+async def run_idle_watchdog(idle_timeout: float, link: Link) -> Cause:
+    """Return ``Cause.IDLE_TIMEOUT`` once no inbound data arrived for ``idle_timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    while True:
+        deadline = link.last_rx + idle_timeout
+        now = loop.time()
+        if now < deadline:
+            await asyncio.sleep(deadline - now)
+        elif link.reading_paused():
+            await asyncio.sleep(idle_timeout)
+        else:
+            return Cause.IDLE_TIMEOUT

@@ -1,0 +1,201 @@
+"""What to do after a session ends or a connection attempt fails: pure functions over tables.
+
+This is the only module that knows close codes and error classes. Nothing here
+does I/O; every function is a table lookup that tests can walk row by row, and
+users override any decision through ``Client(close_actions=..., classify_error=...)``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import math
+import ssl
+import time
+from collections.abc import Callable, Mapping
+
+from websockets.exceptions import (
+    InvalidHandshake,
+    InvalidMessage,
+    InvalidProxy,
+    InvalidStatus,
+    InvalidURI,
+    ProxyError,
+)
+
+from .errors import CertificateError, FatalCloseError, FatalError, HandshakeError, HandshakeRejected
+from .events import Cause, ClosedBy, SessionEnd
+
+__all__ = [
+    "Action",
+    "ErrorClassifier",
+    "FATAL_CLOSE_CODES",
+    "NORMAL_CLOSE_CODES",
+    "RECONNECT_CLOSE_CODES",
+    "RETRY_STATUSES",
+    "SessionDropped",
+    "close_action",
+    "connect_action",
+    "hook_action",
+    "parse_retry_after",
+    "retry_delay_hint",
+    "to_fatal",
+]
+
+
+class Action(enum.Enum):
+    """The supervisor's choice after a session ends or an attempt fails."""
+
+    RECONNECT = "reconnect"
+    """Back off and open a new session."""
+    STOP = "stop"
+    """Stop cleanly: iteration ends, ``recv()`` raises ``ClientClosed``."""
+    FATAL = "fatal"
+    """Stop with a ``FatalError``: retrying cannot help."""
+
+
+ErrorClassifier = Callable[[BaseException], "Action | None"]
+"""A user's rule for connect errors: return an action, or ``None`` for the default."""
+
+NORMAL_CLOSE_CODES = frozenset({1000, 1005})
+"""Deliberate closes: 1000 Normal Closure, 1005 a close frame without a code."""
+
+RECONNECT_CLOSE_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 1014, 1015})
+"""Going away, abnormal closure, server error, restart, try again later, bad gateway, TLS."""
+
+FATAL_CLOSE_CODES = frozenset({1002, 1003, 1007, 1008, 1009, 1010})
+"""Protocol error, unsupported data, invalid data, policy violation, too big, extension."""
+
+APPLICATION_CLOSE_CODES = range(3000, 5000)
+"""Registered (3000-3999) and private (4000-4999) codes: their meaning is the application's."""
+
+RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
+"""Handshake rejections that may pass on their own: timeout, rate limit, server errors."""
+
+TRY_AGAIN_LATER = 1013
+
+
+class SessionDropped(Exception):
+    """A session ended and the policy says reconnect; carries how it ended."""
+
+    def __init__(self, end: SessionEnd) -> None:
+        self.end = end
+        super().__init__(f"session ended: {end.cause.value}, code {end.code} by {end.closed_by.value}")
+
+
+def close_action(
+    end: SessionEnd,
+    *,
+    reconnect_on_normal_close: bool = False,
+    overrides: Mapping[int, Action] | None = None,
+) -> Action:
+    """Decide what follows a session that ended as ``end``.
+
+    A close the application asked for always stops. Otherwise a per-code
+    override wins, then the defaults of RFC 6455's code ranges. The code is
+    the one that mattered (see :class:`SessionEnd`), so a server that makes
+    this side fail the connection (1009, 1007) does not get an endless loop.
+    """
+    if end.cause is Cause.USER_CLOSE:
+        return Action.STOP
+    if overrides and end.code in overrides:
+        return overrides[end.code]
+    if end.code in NORMAL_CLOSE_CODES:
+        if end.closed_by is ClosedBy.SERVER and reconnect_on_normal_close:
+            return Action.RECONNECT
+        return Action.STOP
+    if end.code in FATAL_CLOSE_CODES:
+        return Action.FATAL
+    if end.code in APPLICATION_CLOSE_CODES:
+        return Action.STOP
+    # RECONNECT_CLOSE_CODES, and codes no registry gives a meaning to.
+    return Action.RECONNECT
+
+
+def connect_action(exc: BaseException, classify: ErrorClassifier | None = None) -> Action:
+    """Decide whether a failed connection attempt is worth retrying.
+
+    The order matters: ``ssl.SSLCertVerificationError`` is an ``OSError`` and
+    an HTTP rejection is an ``InvalidHandshake``, so the specific rules come first.
+    """
+    if classify is not None:
+        action = classify(exc)
+        if action is not None:
+            return action
+    if isinstance(exc, FatalError):
+        return Action.FATAL
+    if isinstance(exc, InvalidStatus):
+        return Action.RECONNECT if exc.response.status_code in RETRY_STATUSES else Action.FATAL
+    for error_class, action in _CONNECT_ERROR_RULES:
+        if isinstance(exc, error_class):
+            return action
+    return Action.FATAL
+
+
+_CONNECT_ERROR_RULES: tuple[tuple[type[BaseException], Action], ...] = (
+    (ssl.SSLCertVerificationError, Action.FATAL),
+    (InvalidURI, Action.FATAL),
+    (InvalidProxy, Action.FATAL),
+    # EOF or garbage instead of an HTTP response: a server restarting or overloaded.
+    (InvalidMessage, Action.RECONNECT),
+    (ProxyError, Action.RECONNECT),
+    # Bad Sec-WebSocket-Accept, refused subprotocol or extension, no upgrade.
+    (InvalidHandshake, Action.FATAL),
+    # Refused, reset, unreachable, DNS failure, TLS handshake cut short, open_timeout.
+    (OSError, Action.RECONNECT),
+    (TimeoutError, Action.RECONNECT),
+    (EOFError, Action.RECONNECT),
+)
+
+
+def hook_action(exc: BaseException) -> Action:
+    """Decide what follows an exception in ``on_connect``: retry, unless it is a ``FatalError``."""
+    return Action.FATAL if isinstance(exc, FatalError) else Action.RECONNECT
+
+
+def to_fatal(exc: BaseException) -> FatalError:
+    """Translate the error behind a fatal decision into the ``FatalError`` the user sees."""
+    if isinstance(exc, FatalError):
+        return exc
+    if isinstance(exc, SessionDropped):
+        end = exc.end
+        return FatalCloseError(end.code, end.reason, end.closed_by.value)
+    if isinstance(exc, InvalidStatus):
+        return HandshakeRejected(exc.response.status_code, dict(exc.response.headers.raw_items()))
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return CertificateError(f"server certificate not trusted: {exc.verify_message or exc}")
+    return HandshakeError(f"{type(exc).__name__}: {exc}")
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or ``None``."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def retry_delay_hint(exc: BaseException | None, *, overload_delay: float, cap: float) -> float:
+    """Extra seconds the server asked for before the next attempt (``Retry-After``, close 1013).
+
+    A 429/503 without a usable ``Retry-After`` and a 1013 close both ask for
+    ``overload_delay``; a hint is never longer than ``cap``, so a hostile
+    ``Retry-After`` cannot park the client forever.
+    """
+    hint: float | None = None
+    if isinstance(exc, InvalidStatus) and exc.response.status_code in (429, 503):
+        hint = parse_retry_after(exc.response.headers.get("Retry-After"))
+        if hint is None:
+            hint = overload_delay
+    elif isinstance(exc, SessionDropped) and exc.end.code == TRY_AGAIN_LATER:
+        hint = overload_delay
+    return 0.0 if hint is None else min(hint, cap)

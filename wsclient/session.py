@@ -1,0 +1,274 @@
+"""One live connection: opening it, its tasks, and the record of why it ended.
+
+A session owns one ``asyncio.TaskGroup``: the heartbeat, the idle watchdog,
+the sender and the consumer live and die with it, so no task of a previous
+connection survives a reconnect. This is also where errors of websockets are
+translated into a :class:`SessionEnd`, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State as ProtocolState
+from websockets.typing import Subprotocol
+
+from .buffers import Outbox
+from .config import ClientConfig, Data
+from .events import Cause, ClosedBy, SessionEnd
+from .heartbeat import run_heartbeat, run_idle_watchdog
+from .stats import Stats
+
+__all__ = ["Session", "end_from_close", "open_connection"]
+
+ABNORMAL_CLOSURE = 1006
+_session_numbers = itertools.count(1)
+
+
+class TrackedConnection(ClientConnection):
+    """A websockets connection that also notes when bytes arrive and when writes drain."""
+
+    last_rx: float = 0.0
+    last_drain: float = 0.0
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = self.loop.time()
+        super().data_received(data)
+
+    def resume_writing(self) -> None:
+        self.last_drain = self.loop.time()
+        super().resume_writing()
+
+
+async def open_connection(
+    config: ClientConfig, url: str, headers: Mapping[str, str] | None, ssl: Any
+) -> TrackedConnection:
+    """Open the TCP connection and run the opening handshake within ``open_timeout``.
+
+    websockets' own keepalive is off: the session's heartbeat is the one
+    source of truth about liveness.
+    """
+    kwargs: dict[str, Any] = {}
+    if ssl is not None:
+        kwargs["ssl"] = ssl
+    connection = await connect(
+        url,
+        additional_headers=dict(headers) if headers else None,
+        subprotocols=[Subprotocol(p) for p in config.subprotocols] if config.subprotocols is not None else None,
+        compression=config.compression,
+        open_timeout=config.open_timeout,
+        ping_interval=None,
+        ping_timeout=None,
+        close_timeout=config.close_timeout,
+        max_size=config.max_size,
+        max_queue=config.max_queue,
+        create_connection=TrackedConnection,
+        **kwargs,
+    )
+    assert isinstance(connection, TrackedConnection)
+    connection.last_rx = connection.last_drain = connection.loop.time()
+    return connection
+
+
+def end_from_close(exc: ConnectionClosed, cause: Cause | None, duration: float) -> SessionEnd:
+    """Turn websockets' account of a closed connection into a :class:`SessionEnd`.
+
+    When this side failed the connection (a message over ``max_size`` gives
+    1009), websockets reports 1006 as ``code`` but keeps the real code in
+    ``exc.sent``: the code that matters is the first close frame, either way.
+    """
+    rcvd, sent = exc.rcvd, exc.sent
+    if rcvd is not None and (sent is None or exc.rcvd_then_sent):
+        code, reason, closed_by = rcvd.code, rcvd.reason, ClosedBy.SERVER
+    elif sent is not None:
+        code, reason, closed_by = sent.code, sent.reason, ClosedBy.CLIENT
+    else:
+        code, reason, closed_by = ABNORMAL_CLOSURE, "", ClosedBy.NOBODY
+    if cause is None:
+        cause = Cause.CONNECTION_LOST if closed_by is ClosedBy.NOBODY else Cause.CLOSED
+    return SessionEnd(code, reason, closed_by, cause, duration)
+
+
+class Session:
+    """One live connection, as ``on_connect`` sees it.
+
+    ``send()`` and ``recv()`` talk to this connection directly: use them in
+    ``on_connect`` to authenticate and subscribe before the application sees
+    the session's messages and before buffered sends go out.
+    """
+
+    def __init__(self, connection: TrackedConnection, config: ClientConfig, stats: Stats, log: Any) -> None:
+        self.number = next(_session_numbers)
+        self.id = f"s{self.number}"
+        self.connection = connection
+        self._config = config
+        self._stats = stats
+        self._log = log
+        self._cause: Cause | None = None
+        self._started = connection.loop.time()
+        self.ready = False
+        """True once ``on_connect`` ran and the outbox was flushed: sends may go straight out."""
+        self.hook_error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} {self.connection.state.name}>"
+
+    # What the application may use (in on_connect, or through client.session).
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol the server chose, if any."""
+        return self.connection.subprotocol
+
+    @property
+    def response_headers(self) -> Mapping[str, str]:
+        """The headers of the server's handshake response."""
+        response = self.connection.response
+        return {} if response is None else dict(response.headers.raw_items())
+
+    @property
+    def is_open(self) -> bool:
+        return self.connection.state is ProtocolState.OPEN
+
+    async def send(self, message: Data) -> None:
+        """Send on this connection now (no buffering); raises ``ConnectionClosed`` if it is gone."""
+        await self.connection.send(message)
+        self._stats.messages_out += 1
+
+    async def recv(self) -> Data:
+        """Receive the next message of this connection (only before the consumer starts)."""
+        return await self.connection.recv()
+
+    # What the heartbeat needs (the Link protocol).
+
+    @property
+    def last_rx(self) -> float:
+        return self.connection.last_rx
+
+    @property
+    def last_drain(self) -> float:
+        return self.connection.last_drain
+
+    def reading_paused(self) -> bool:
+        transport = self.connection.transport
+        return not transport.is_closing() and not transport.is_reading()
+
+    async def send_heartbeat(self, message: str | bytes | None) -> Awaitable[float] | None:
+        if message is None:
+            return await self.connection.ping()
+        await self.connection.send(message)
+        return None
+
+    # Lifecycle, driven by the supervisor.
+
+    def abort(self, cause: Cause) -> None:
+        """Drop the transport at once, without a close handshake (the peer may be dead)."""
+        if self._cause is None:
+            self._cause = cause
+        self.connection.transport.abort()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close with a handshake, bounded by ``close_timeout`` whatever the peer does."""
+        if self._cause is None:
+            self._cause = Cause.USER_CLOSE
+        try:
+            async with asyncio.timeout(self._config.close_timeout):
+                await self.connection.close(code, reason)
+        except TimeoutError:
+            self.connection.transport.abort()
+        await self.connection.wait_closed()
+
+    async def run(
+        self,
+        on_connect: Callable[[Session], Awaitable[None]] | None,
+        on_ready: Callable[[Session], None],
+        deliver: Callable[[Data], Awaitable[None]],
+        outbox: Outbox[Data],
+    ) -> SessionEnd:
+        """Run the session to its end and say why it ended.
+
+        ``on_connect`` runs with the heartbeat already watching; if it raises,
+        the connection is dropped and the error is kept in ``hook_error``.
+        """
+        async with asyncio.TaskGroup() as tg:
+            watchers = [tg.create_task(self._watch(run_heartbeat(hb, self)))] if (hb := self._config.heartbeat) else []
+            if self._config.idle_timeout is not None:
+                watchers.append(tg.create_task(self._watch(run_idle_watchdog(self._config.idle_timeout, self))))
+            end = await self._main(tg, on_connect, on_ready, deliver, outbox, watchers)
+            for task in watchers:
+                task.cancel()
+        return end
+
+    async def _main(
+        self,
+        tg: asyncio.TaskGroup,
+        on_connect: Callable[[Session], Awaitable[None]] | None,
+        on_ready: Callable[[Session], None],
+        deliver: Callable[[Data], Awaitable[None]],
+        outbox: Outbox[Data],
+        watchers: list[asyncio.Task[None]],
+    ) -> SessionEnd:
+        if on_connect is not None:
+            try:
+                await on_connect(self)
+            except Exception as exc:
+                self.hook_error = exc
+                await self.close(1000, "on_connect failed")
+                return await self._ended()
+        on_ready(self)
+        sender = tg.create_task(self._flush(outbox))
+        watchers.append(sender)
+        return await self._consume(deliver)
+
+    async def _watch(self, watcher: Awaitable[Cause]) -> None:
+        try:
+            cause = await watcher
+        except ConnectionClosed:
+            return
+        self._log.warning(
+            cause.value, session_id=self.id, silent_for=round(self.connection.loop.time() - self.last_rx, 3)
+        )
+        self.abort(cause)
+
+    async def _flush(self, outbox: Outbox[Data]) -> None:
+        """Write the outbox in order, then keep writing whatever is buffered behind live sends."""
+        connection, stats = self.connection, self._stats
+        while True:
+            while len(outbox):
+                if connection.state is not ProtocolState.OPEN:
+                    return
+                message = outbox.pop()
+                try:
+                    await connection.send(message)
+                except ConnectionClosed:
+                    stats.sends_interrupted += 1
+                    return
+                stats.messages_out += 1
+            self.ready = True
+            await outbox.wait_for_items()
+
+    async def _consume(self, deliver: Callable[[Data], Awaitable[None]]) -> SessionEnd:
+        recv, stats = self.connection.recv, self._stats
+        try:
+            while True:
+                message = await recv()
+                stats.messages_in += 1
+                await deliver(message)
+        except ConnectionClosed:
+            return await self._ended()
+
+    async def _ended(self) -> SessionEnd:
+        await self.connection.wait_closed()
+        self.ready = False
+        duration = self.connection.loop.time() - self._started
+        try:
+            # Raises nothing here: the connection is closed, so this returns its close exception.
+            exc = self.connection.close_exc
+        except Exception:  # pragma: no cover - websockets always has one once closed
+            return SessionEnd(ABNORMAL_CLOSURE, "", ClosedBy.NOBODY, self._cause or Cause.CONNECTION_LOST, duration)
+        return end_from_close(exc, self._cause, duration)

@@ -1,0 +1,70 @@
+"""Counters and the outage history of one client.
+
+A data collector reads ``outages`` to know exactly when its data has a gap:
+each entry is one disconnected period with its start, end and cause.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+__all__ = ["Outage", "Stats"]
+
+MAX_OUTAGES = 1000
+"""Outages kept in memory; older ones are counted in ``Stats.outages_total`` only."""
+
+
+@dataclass(slots=True)
+class Outage:
+    """One period without a live session. Times are wall-clock epoch seconds."""
+
+    start: float
+    cause: str
+    end: float | None = None
+    attempts: int = 0
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds without a session, or ``None`` while the outage lasts."""
+        return None if self.end is None else self.end - self.start
+
+
+@dataclass(slots=True)
+class Stats:
+    """What happened to a client so far; read it at any time, it is updated in place."""
+
+    sessions: int = 0
+    """Sessions opened (handshake and ``on_connect`` both succeeded)."""
+    reconnects: int = 0
+    """Sessions opened after the first one."""
+    connect_attempts: int = 0
+    """Opening handshakes tried, failed ones included."""
+    messages_in: int = 0
+    """Messages received from the server and delivered to the application."""
+    messages_out: int = 0
+    """Messages written into a connection."""
+    buffered: int = 0
+    """Messages waiting in the outbox right now."""
+    dropped: int = 0
+    """Buffered messages discarded by ``overflow="drop_oldest"``."""
+    sends_interrupted: int = 0
+    """Messages written into a connection that broke while the write was in progress.
+
+    They may or may not have reached the server: only an application
+    acknowledgement proves delivery.
+    """
+    last_close_code: int | None = None
+    last_close_reason: str = ""
+    last_closed_by: str | None = None
+    last_cause: str | None = None
+    outages_total: int = 0
+    outages: deque[Outage] = field(default_factory=lambda: deque(maxlen=MAX_OUTAGES))
+    """The most recent outages, oldest first; the last one may still be going on."""
+
+    @property
+    def current_outage(self) -> Outage | None:
+        """The outage going on now, if any."""
+        if self.outages and self.outages[-1].end is None:
+            return self.outages[-1]
+        return None
