@@ -104,9 +104,9 @@ class ClientConfig:
     max_queue: int = 16
 
     def __post_init__(self) -> None:
-        if callable(self.url):
-            pass
-        else:
+        if self.ssl is not None and not isinstance(self.ssl, ssl_module.SSLContext):
+            raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type(self.ssl).__name__}")
+        if not callable(self.url):
             url = check_url(self.url)
             if urlsplit(url).scheme == "ws" and self.ssl is not None:
                 raise ValueError("ssl is given but url is ws://; use wss:// for TLS")
@@ -138,8 +138,6 @@ class ClientConfig:
             isinstance(self.subprotocols, str) or not all(isinstance(p, str) for p in self.subprotocols)
         ):
             raise TypeError("subprotocols must be a sequence of str")
-        if self.ssl is not None and not isinstance(self.ssl, ssl_module.SSLContext):
-            raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type(self.ssl).__name__}")
         if self.close_actions is not None:
             if not isinstance(self.close_actions, Mapping):
                 raise TypeError("close_actions must be a mapping of close code to wsclient.Action")

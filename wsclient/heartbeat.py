@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from .events import Cause
 
@@ -63,8 +63,12 @@ class Link(Protocol):
         """Send a ping (``message is None``; returns the pong waiter) or an application message."""
 
 
-async def run_heartbeat(settings: Heartbeat, link: Link) -> Cause:
-    """Ping until the peer stops giving signs of life, then return ``Cause.HEARTBEAT_TIMEOUT``."""
+async def run_heartbeat(settings: Heartbeat, link: Link, log: Any = None) -> Cause:
+    """Ping until the peer stops giving signs of life, then return ``Cause.HEARTBEAT_TIMEOUT``.
+
+    A missing pong is forgiven, and logged as ``heartbeat_deferred``, when
+    data arrived or drained meanwhile, or when reading is paused on purpose.
+    """
     loop = asyncio.get_running_loop()
     next_at = loop.time() + settings.interval
     while True:
@@ -84,9 +88,22 @@ async def run_heartbeat(settings: Heartbeat, link: Link) -> Cause:
             pass
         if pong is not None and _answered(pong):
             continue
-        if link.last_rx >= sent_at or link.last_drain >= sent_at or link.reading_paused():
-            continue
-        return Cause.HEARTBEAT_TIMEOUT
+        reason = _other_sign_of_life(link, sent_at)
+        if reason is None:
+            return Cause.HEARTBEAT_TIMEOUT
+        if log is not None:
+            log.debug("heartbeat_deferred", reason=reason)
+
+
+def _other_sign_of_life(link: Link, since: float) -> str | None:
+    """Why the peer counts as alive without its pong, or ``None`` if nothing says so."""
+    if link.last_rx >= since:
+        return "data_received"
+    if link.last_drain >= since:
+        return "data_drained"
+    if link.reading_paused():
+        return "reading_paused"
+    return None
 
 
 def _answered(pong: Awaitable[float]) -> bool:

@@ -196,9 +196,13 @@ class Session:
         the connection is dropped and the error is kept in ``hook_error``.
         """
         async with asyncio.TaskGroup() as tg:
-            watchers = [tg.create_task(self._watch(run_heartbeat(hb, self)))] if (hb := self._config.heartbeat) else []
-            if self._config.idle_timeout is not None:
-                watchers.append(tg.create_task(self._watch(run_idle_watchdog(self._config.idle_timeout, self))))
+            watchers = []
+            if (heartbeat := self._config.heartbeat) is not None:
+                watcher = self._watch(run_heartbeat(heartbeat, self, self._log))
+                watchers.append(tg.create_task(watcher, name=f"wsclient-heartbeat-{self.id}"))
+            if (idle_timeout := self._config.idle_timeout) is not None:
+                watcher = self._watch(run_idle_watchdog(idle_timeout, self))
+                watchers.append(tg.create_task(watcher, name=f"wsclient-idle-{self.id}"))
             end = await self._main(tg, on_connect, on_ready, deliver, outbox, watchers)
             for task in watchers:
                 task.cancel()
@@ -221,7 +225,7 @@ class Session:
                 await self.close(1000, "on_connect failed")
                 return await self._ended()
         on_ready(self)
-        sender = tg.create_task(self._flush(outbox))
+        sender = tg.create_task(self._flush(outbox), name=f"wsclient-sender-{self.id}")
         watchers.append(sender)
         return await self._consume(deliver)
 
