@@ -14,11 +14,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from helpers import MS
 
 from wsclient.testing import FlakyServer
-
-MS = 0.001
-"""One millisecond: every interval in the tests is a multiple of it, so timing scales in one place."""
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,207 @@
+"""Starting, stopping, giving up and being cancelled, with nothing left behind."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from helpers import MS, fast, until
+from structlog.testing import capture_logs
+
+import wsclient
+from wsclient.testing import FlakyServer
+
+
+async def test_states_through_a_life(server: FlakyServer) -> None:
+    client = wsclient.Client(server.url, **fast())
+    assert client.state is wsclient.State.IDLE
+    with capture_logs() as events:
+        async with client:
+            assert client.state is wsclient.State.OPEN
+            server.drop()
+            await server.wait_for_connections(2)
+            await client.wait_open(timeout=5)
+    assert client.state is wsclient.State.CLOSED
+    transitions = [(e["old"], e["new"]) for e in events if e["event"] == "state"]
+    assert transitions == [
+        ("idle", "connecting"),
+        ("connecting", "open"),
+        ("open", "reconnecting"),
+        ("reconnecting", "open"),
+        ("open", "closing"),
+        ("closing", "closed"),
+    ]
+    assert client.stats.sessions == 2
+    assert client.stats.reconnects == 1
+
+
+async def test_close_is_idempotent_and_safe_to_call_concurrently(server: FlakyServer) -> None:
+    client = wsclient.Client(server.url, **fast())
+    async with client:
+        await asyncio.gather(client.close(), client.close(), client.close())
+        assert client.state is wsclient.State.CLOSED
+        await client.close()
+    await server.wait_disconnected()
+    assert server.accepted == 1
+
+
+async def test_close_before_start() -> None:
+    client = wsclient.Client("ws://127.0.0.1:9", **fast())
+    await client.close()
+    assert client.state is wsclient.State.CLOSED
+    with pytest.raises(RuntimeError, match="cannot start"):
+        await client.start()
+
+
+async def test_start_twice_is_an_error(server: FlakyServer) -> None:
+    async with wsclient.Client(server.url, **fast()) as client:
+        with pytest.raises(RuntimeError, match="cannot start: it is open"):
+            await client.start()
+
+
+async def test_recv_before_start_is_an_error() -> None:
+    client = wsclient.Client("ws://127.0.0.1:9", **fast())
+    with pytest.raises(RuntimeError, match="not started"):
+        await client.recv()
+    with pytest.raises(RuntimeError, match="not started"):
+        await client.wait_open()
+
+
+async def test_send_before_start_is_buffered_for_the_first_session(server: FlakyServer) -> None:
+    client = wsclient.Client(server.url, **fast())
+    await client.send("early")
+    async with client:
+        assert await client.recv() == "early"
+
+
+async def test_send_rejects_what_is_not_a_message(server: FlakyServer) -> None:
+    async with wsclient.Client(server.url, **fast()) as client:
+        with pytest.raises(TypeError, match="str or bytes"):
+            await client.send({"op": "subscribe"})  # type: ignore[arg-type]
+
+
+async def test_recv_and_send_after_close(server: FlakyServer) -> None:
+    async with wsclient.Client(server.url, **fast()) as client:
+        pass
+    with pytest.raises(wsclient.ClientClosed):
+        await client.recv()
+    with pytest.raises(wsclient.ClientClosed):
+        await client.send("too late")
+    assert [m async for m in client] == []
+
+
+async def test_messages_received_before_close_can_still_be_read(server: FlakyServer) -> None:
+    async with wsclient.Client(server.url, **fast()) as client:
+        for i in range(3):
+            await client.send(str(i))
+        await until(lambda: client.stats.messages_in == 3)
+    assert [m async for m in client] == ["0", "1", "2"]
+
+
+async def test_gave_up_after_max_attempts(server: FlakyServer) -> None:
+    await server.stop()
+    with capture_logs() as events, pytest.raises(wsclient.GaveUp) as caught:
+        async with wsclient.Client(server.url, **fast(max_attempts=4)):
+            pass
+    assert caught.value.attempts == 4
+    assert isinstance(caught.value.__cause__, ConnectionRefusedError)
+    assert [e["event"] for e in events].count("connect_failed") == 4
+    assert [e["attempts"] for e in events if e["event"] == "gave_up"] == [4]
+
+
+async def test_gave_up_mid_life_reaches_the_reader(server: FlakyServer) -> None:
+    async with wsclient.Client(server.url, **fast(max_attempts=3)) as client:
+        await server.stop()
+        with pytest.raises(wsclient.GaveUp) as caught:
+            await client.recv()
+        # A session that dropped before stable_after is the first failure of the outage.
+        assert caught.value.attempts == 3
+        assert client.state is wsclient.State.CLOSED
+        outage = client.stats.outages[-1]
+        assert outage.end is not None
+        assert outage.attempts == 2
+
+
+async def test_after_a_stable_session_max_attempts_counts_connection_attempts(server: FlakyServer) -> None:
+    backoff = wsclient.Backoff(initial=MS, maximum=10 * MS, stable_after=0)
+    async with wsclient.Client(server.url, **fast(max_attempts=3, backoff=backoff)) as client:
+        await server.stop()
+        with pytest.raises(wsclient.GaveUp) as caught:
+            await client.recv()
+    assert caught.value.attempts == 3
+    assert client.stats.outages[-1].attempts == 3
+
+
+async def test_gave_up_after_max_outage(server: FlakyServer) -> None:
+    await server.stop()
+    with pytest.raises(wsclient.GaveUp) as caught:
+        async with wsclient.Client(server.url, **fast(max_outage=30 * MS)):
+            pass
+    assert caught.value.elapsed >= 30 * MS
+    assert caught.value.attempts >= 2
+
+
+async def test_wait_open_times_out_while_the_server_is_down(server: FlakyServer) -> None:
+    await server.stop()
+    client = wsclient.Client(server.url, **fast())
+    await client.start()
+    try:
+        with pytest.raises(TimeoutError):
+            await client.wait_open(timeout=20 * MS)
+        assert client.state is wsclient.State.CONNECTING
+    finally:
+        await client.close()
+    assert client.state is wsclient.State.CLOSED
+
+
+async def test_close_while_reconnecting(server: FlakyServer) -> None:
+    async with wsclient.Client(server.url, **fast()) as client:
+        await server.stop()
+        await until(lambda: client.stats.connect_attempts >= 3)
+    assert client.state is wsclient.State.CLOSED
+
+
+async def test_cancelling_the_task_that_runs_async_with_closes_everything(server: FlakyServer) -> None:
+    entered = asyncio.Event()
+
+    async def bot() -> None:
+        async with wsclient.Client(server.url, **fast()) as client:
+            entered.set()
+            async for _ in client:
+                pass
+
+    task = asyncio.create_task(bot())
+    await asyncio.wait_for(entered.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await server.wait_disconnected()
+
+
+async def test_cancelling_while_connecting(server: FlakyServer) -> None:
+    await server.stop()
+    task = asyncio.create_task(wsclient.Client(server.url, **fast()).__aenter__())
+    await asyncio.sleep(5 * MS)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_close_is_bounded_when_the_server_never_answers(server: FlakyServer) -> None:
+    async with asyncio.timeout(5):
+        async with wsclient.Client(server.url, **fast(close_timeout=50 * MS)) as client:
+            server.stall()
+    assert client.state is wsclient.State.CLOSED
+    assert client.stats.last_cause == "user_close"
+
+
+async def test_close_is_bounded_when_the_application_stopped_reading() -> None:
+    async with FlakyServer("stream", stream_interval=0) as flood:
+        async with asyncio.timeout(5):
+            async with wsclient.Client(flood.url, **fast(inbox_size=4, max_queue=2)) as client:
+                await until(lambda: client.session is not None and client.session.reading_paused())
+                await until(lambda: flood.seq > 1000)
+        assert client.state is wsclient.State.CLOSED
+        received = [m async for m in client]
+        # The inbox bound plus what one read from the socket held, not the server's flood.
+        assert 4 <= len(received) < 64
