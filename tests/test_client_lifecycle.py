@@ -205,3 +205,69 @@ async def test_close_is_bounded_when_the_application_stopped_reading() -> None:
         received = [m async for m in client]
         # The inbox bound plus what one read from the socket held, not the server's flood.
         assert 4 <= len(received) < 64
+
+
+async def test_close_from_inside_the_message_handler(server: FlakyServer) -> None:
+    seen: list[str | bytes] = []
+    client: wsclient.Client
+
+    async def handler(message: str | bytes) -> None:
+        seen.append(message)
+        if message == "quit":
+            await client.close()
+
+    client = wsclient.Client(server.url, on_message=handler, **fast())
+    await client.start()
+    await client.wait_open(timeout=5)
+    await client.send("quit")
+    await until(lambda: client.state is wsclient.State.CLOSED)
+    await client.close()
+    assert seen == ["quit"]
+    assert client.stats.last_cause == "user_close"
+
+
+async def test_close_from_inside_on_connect(server: FlakyServer) -> None:
+    client: wsclient.Client
+
+    async def on_connect(session: wsclient.Session) -> None:
+        await client.close()
+
+    client = wsclient.Client(server.url, on_connect=on_connect, **fast())
+    with pytest.raises(wsclient.ClientClosed):
+        async with client:
+            pass
+    assert client.state is wsclient.State.CLOSED
+    assert server.accepted == 1
+
+
+async def test_close_during_a_slow_on_connect_does_not_wait_for_the_flush(server: FlakyServer) -> None:
+    started = asyncio.Event()
+
+    async def slow_login(session: wsclient.Session) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    client = wsclient.Client(server.url, on_connect=slow_login, **fast(close_timeout=5.0))
+    await client.send("buffered")
+    await client.start()
+    await asyncio.wait_for(started.wait(), 5)
+    async with asyncio.timeout(1):
+        await client.close()
+    assert client.unsent() == ["buffered"]
+
+
+async def test_on_connect_is_bounded_by_open_timeout(server: FlakyServer) -> None:
+    calls = 0
+
+    async def hangs_once(session: wsclient.Session) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.Event().wait()
+
+    with capture_logs() as events:
+        async with wsclient.Client(server.url, on_connect=hangs_once, **fast(open_timeout=30 * MS)) as client:
+            assert client.stats.sessions == 1
+    failure = next(e for e in events if e["event"] == "on_connect_failed")
+    assert "within open_timeout" in str(failure["exc_info"])
+    assert calls == 2

@@ -6,7 +6,7 @@ import pytest
 from structlog.testing import capture_logs
 
 import wsclient
-from wsclient.logs import REDACTED, redact_headers, redact_secrets, redact_url
+from wsclient.logs import REDACTED, describe_error, redact_headers, redact_secrets, redact_url
 from wsclient.testing import FlakyServer
 
 
@@ -83,3 +83,29 @@ async def test_no_secret_in_any_event_through_connects_drops_and_rejections(serv
     for secret in secrets:
         assert secret not in dump
     assert all(e.get("url", "").startswith(f"ws://{REDACTED}@127.0.0.1") for e in events if "url" in e)
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (ConnectionRefusedError(111, "refused"), "ConnectionRefusedError: [Errno 111] refused"),
+        (TimeoutError(), "TimeoutError"),
+        (
+            ValueError("cannot follow redirect to wss://h/x?token=abc"),
+            f"ValueError: cannot follow redirect to wss://h/x?token={REDACTED}",
+        ),
+        (None, None),
+    ],
+)
+def test_describe_error(exc: BaseException | None, expected: str | None) -> None:
+    assert describe_error(exc) == expected
+
+
+async def test_rejection_headers_never_reach_the_logs(server: FlakyServer) -> None:
+    server.reject_next(503, {"Set-Cookie": "session=sekrit-cookie", "Retry-After": "0"})
+    with capture_logs() as events:
+        async with wsclient.Client(server.url, backoff=wsclient.Backoff(initial=0.001, maximum=0.01)):
+            pass
+    failed = next(e for e in events if e["event"] == "connect_failed")
+    assert failed["error"] == "InvalidStatus: server rejected WebSocket connection: HTTP 503"
+    assert "sekrit-cookie" not in repr(events)

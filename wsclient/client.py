@@ -175,6 +175,9 @@ class Client:
                 self._set_state(State.CLOSING)
             await self._close_session(code, reason)
             self._inbox.close(ClientClosed())
+        if asyncio.current_task() is task:
+            # Called from on_connect or on_message: the supervisor ends once this returns.
+            return
         try:
             done, _ = await asyncio.wait({task}, timeout=self.config.close_timeout)
             if not done:
@@ -188,16 +191,19 @@ class Client:
         session = self._supervisor.session
         task = self._task
         if session is None or not session.is_open:
-            if task is not None:
+            if task is not None and task is not asyncio.current_task():
                 task.cancel()
             return
-        if len(self._outbox):
+        if len(self._outbox) and session.flushing:
             try:
                 async with asyncio.timeout(self.config.close_timeout):
                     await self._outbox.wait_until_empty()
             except TimeoutError:
                 self._log.warning("close_flush_timeout", unsent=len(self._outbox))
         await session.close(code, reason)
+        if not session.flushing and task is not None and task is not asyncio.current_task():
+            # on_connect is still running and may not notice the close: stop it.
+            task.cancel()
 
     async def _run(self) -> None:
         """The supervisor task: keep the stream alive, then record why it stopped."""

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
 
-__all__ = ["REDACTED", "get_logger", "redact_headers", "redact_secrets", "redact_url"]
+__all__ = ["REDACTED", "describe_error", "get_logger", "redact_headers", "redact_secrets", "redact_url"]
 
 REDACTED = "[redacted]"
 
@@ -24,6 +24,7 @@ _SECRET_NAME = re.compile(
     re.IGNORECASE,
 )
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+_URL_IN_TEXT = re.compile(r"\bwss?://[^\s'\"<>]+", re.IGNORECASE)
 
 
 def get_logger() -> Any:
@@ -49,6 +50,18 @@ def redact_url(url: str) -> str:
         pairs = parse_qsl(query, keep_blank_values=True)
         query = urlencode([(k, REDACTED if _SECRET_NAME.search(k) else v) for k, v in pairs], safe="[]")
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def describe_error(exc: BaseException | None) -> str | None:
+    """A one-line description of ``exc`` for a log event, with any URL in it redacted.
+
+    The exception's ``repr`` is avoided on purpose: an HTTP rejection's repr
+    carries the response headers, ``Set-Cookie`` included.
+    """
+    if exc is None:
+        return None
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)
 
 
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:

@@ -113,6 +113,8 @@ class Session:
         self._started = connection.loop.time()
         self.ready = False
         """True once ``on_connect`` ran and the outbox was flushed: sends may go straight out."""
+        self.flushing = False
+        """True once ``on_connect`` ran and the sender started writing the outbox."""
         self.hook_error: BaseException | None = None
 
     def __repr__(self) -> str:
@@ -219,15 +221,27 @@ class Session:
     ) -> SessionEnd:
         if on_connect is not None:
             try:
-                await on_connect(self)
+                await self._run_on_connect(on_connect)
             except Exception as exc:
                 self.hook_error = exc
                 await self.close(1000, "on_connect failed")
                 return await self._ended()
         on_ready(self)
+        self.flushing = True
         sender = tg.create_task(self._flush(outbox), name=f"wsclient-sender-{self.id}")
         watchers.append(sender)
         return await self._consume(deliver)
+
+    async def _run_on_connect(self, on_connect: Callable[[Session], Awaitable[None]]) -> None:
+        """Run the hook, bounded by ``open_timeout`` so a server that never answers cannot stall the client."""
+        timeout = self._config.open_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await on_connect(self)
+        except TimeoutError as exc:
+            if self.connection.state is ProtocolState.OPEN:
+                raise TimeoutError(f"on_connect did not finish within open_timeout ({timeout}s)") from exc
+            raise
 
     async def _watch(self, watcher: Awaitable[Cause]) -> None:
         try:

@@ -20,7 +20,7 @@ from .buffers import Outbox
 from .config import ClientConfig, Data, check_url
 from .errors import FatalError, GaveUp, HandshakeError
 from .events import SessionEnd, State
-from .logs import redact_url
+from .logs import describe_error, redact_url
 from .policy import Action, SessionDropped, close_action, connect_action, hook_action, to_fatal
 from .session import Session, open_connection
 from .stats import Outage, Stats
@@ -99,10 +99,10 @@ class Supervisor:
                 cause = last.exception()
                 attempts = last.attempt_number - seeded
                 elapsed = time.monotonic() - started
-                self._log.error("gave_up", attempts=attempts, error=repr(cause))
+                self._log.error("gave_up", attempts=attempts, error=describe_error(cause))
                 raise GaveUp(attempts, elapsed) from cause
             except FatalError as exc:
-                self._log.error("fatal", error=str(exc))
+                self._log.error("fatal", error=describe_error(exc))
                 raise
             if isinstance(outcome, SessionEnd):
                 self._log.info("stopped", code=outcome.code, closed_by=outcome.closed_by.value)
@@ -126,7 +126,7 @@ class Supervisor:
             connection = await open_connection(config, url, headers, self._ssl_for(url))
         except Exception as exc:
             action = connect_action(exc, config.classify_error)
-            log.warning("connect_failed", error=repr(exc), action=action.value)
+            log.warning("connect_failed", error=describe_error(exc), action=action.value)
             if action is Action.FATAL:
                 raise to_fatal(exc) from exc
             raise
@@ -222,5 +222,5 @@ class Supervisor:
             "retrying",
             attempt=retry_state.attempt_number,
             delay=round(retry_state.upcoming_sleep, 4),
-            error=repr(error),
+            error=describe_error(error),
         )
