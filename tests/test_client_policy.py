@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import trustme
-from helpers import fast, until
+from helpers import MS, fast, until
 from structlog.testing import capture_logs
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import InvalidMessage
@@ -282,3 +282,23 @@ async def test_fatal_error_in_on_connect_stops(server: FlakyServer) -> None:
         async with wsclient.Client(server.url, on_connect=bad_credentials, **fast()):
             pass
     assert server.accepted == 1
+
+
+async def test_retry_after_on_503_lengthens_the_next_delay(server: FlakyServer) -> None:
+    server.reject_next(503, {"Retry-After": "30"})
+    backoff = wsclient.Backoff(initial=MS, maximum=MS, jitter=False, max_retry_after=40 * MS)
+    with capture_logs() as events:
+        async with wsclient.Client(server.url, **fast(backoff=backoff)):
+            pass
+    # Retry-After: 30 s, capped by max_retry_after, on top of the 1 ms backoff.
+    assert [e["delay"] for e in events if e["event"] == "retrying"] == [0.041]
+
+
+async def test_close_1013_lengthens_the_next_delay(server: FlakyServer) -> None:
+    backoff = wsclient.Backoff(initial=MS, maximum=MS, jitter=False, overload_delay=20 * MS)
+    with capture_logs() as events:
+        async with wsclient.Client(server.url, **fast(backoff=backoff)) as client:
+            await server.close_all(1013, "try again later")
+            await server.wait_for_connections(2)
+            await client.wait_open(timeout=5)
+    assert [e["delay"] for e in events if e["event"] == "retrying"] == [0.021]
