@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from helpers import MS, fast, until
 from structlog.testing import capture_logs
+from websockets.asyncio.server import ServerConnection
 
 import wsclient
 from wsclient.testing import FlakyServer
@@ -271,3 +272,28 @@ async def test_on_connect_is_bounded_by_open_timeout(server: FlakyServer) -> Non
     failure = next(e for e in events if e["event"] == "on_connect_failed")
     assert "within open_timeout" in str(failure["exc_info"])
     assert calls == 2
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "match"),
+    [(1006, "", "code must be"), (2000, "", "code must be"), (True, "", "code must be"), (1000, "x" * 124, "reason")],
+)
+async def test_close_rejects_codes_it_may_not_send(server: FlakyServer, code: int, reason: str, match: str) -> None:
+    async with wsclient.Client(server.url, **fast()) as client:
+        with pytest.raises(ValueError, match=match):
+            await client.close(code, reason)
+        assert client.state is wsclient.State.OPEN
+
+
+async def test_close_with_an_application_code(server: FlakyServer) -> None:
+    codes: list[int | None] = []
+
+    async def record(connection: ServerConnection) -> None:
+        await connection.wait_closed()
+        codes.append(connection.close_code)
+
+    server.handler = record
+    async with wsclient.Client(server.url, **fast()) as client:
+        await client.close(4000, "shutting down")
+    await server.wait_disconnected()
+    assert codes == [4000]

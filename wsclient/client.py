@@ -163,6 +163,10 @@ class Client:
         Every wait is bounded by ``close_timeout``, whatever the server does.
         Messages that could not be sent stay available from :meth:`unsent`.
         """
+        if isinstance(code, bool) or not isinstance(code, int) or not (code in (1000, 1001) or 3000 <= code <= 4999):
+            raise ValueError(f"code must be 1000, 1001 or an application code 3000-4999, got {code!r}")
+        if not isinstance(reason, str) or len(reason.encode()) > 123:
+            raise ValueError("reason must be a str of at most 123 bytes in UTF-8")
         task = self._task
         if task is None:
             if self._state is State.IDLE:
