@@ -116,6 +116,7 @@ class Session:
         self.flushing = False
         """True once ``on_connect`` ran and the sender started writing the outbox."""
         self.hook_error: BaseException | None = None
+        """What ``on_connect`` raised, if it failed; the supervisor decides what follows."""
 
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.connection.state.name}>"
@@ -135,6 +136,7 @@ class Session:
 
     @property
     def is_open(self) -> bool:
+        """Whether the connection is open: neither closing nor closed."""
         return self.connection.state is ProtocolState.OPEN
 
     async def send(self, message: Data) -> None:
