@@ -1,5 +1,6 @@
 """Helpers to test code that uses wsclient against real servers on loopback."""
 
 from .flaky_server import FlakyServer, Rejection
+from .proxy import FaultProxy
 
-__all__ = ["FlakyServer", "Rejection"]
+__all__ = ["FaultProxy", "FlakyServer", "Rejection"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Self
@@ -23,16 +24,24 @@ from websockets.http11 import Request, Response
 __all__ = ["FlakyServer", "Rejection"]
 
 Mode = Literal["echo", "stream", "silent"]
+HandshakeFault = Literal["status", "stall", "bad_accept", "bad_subprotocol"]
+ConnectionFault = tuple[Literal["flap", "stall"], int, str]
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
 
 @dataclass(slots=True)
 class Rejection:
-    """One scripted handshake rejection."""
+    """One scripted handshake fault.
+
+    ``kind`` is ``"status"`` (answer ``status`` with ``headers``), ``"stall"``
+    (never answer), ``"bad_accept"`` (a wrong ``Sec-WebSocket-Accept``) or
+    ``"bad_subprotocol"`` (a subprotocol the client did not offer).
+    """
 
     status: int
     headers: Mapping[str, str] = field(default_factory=dict)
     body: str = "rejected\n"
+    kind: HandshakeFault = "status"
 
 
 class FlakyServer:
@@ -43,7 +52,8 @@ class FlakyServer:
     seconds (``n`` counts across connections, so a gap shows as a jump),
     ``"silent"`` only records. ``handler`` replaces the mode with your own
     coroutine. The port is chosen at the first start and kept across
-    ``stop()``/``start()``, so a client reconnects to the same URL.
+    ``stop()``/``start()``, so a client reconnects to the same URL. With
+    ``ssl`` (a server context) it serves ``wss://``.
     """
 
     def __init__(
@@ -54,6 +64,7 @@ class FlakyServer:
         stream_interval: float = 0.01,
         port: int = 0,
         subprotocols: list[str] | None = None,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         if mode not in ("echo", "stream", "silent"):
             raise ValueError(f"mode must be 'echo', 'stream' or 'silent', got {mode!r}")
@@ -62,6 +73,7 @@ class FlakyServer:
         self.stream_interval = stream_interval
         self.port = port
         self.subprotocols = subprotocols
+        self.ssl = ssl
         self.received: list[str | bytes] = []
         """Every message received, in order, across connections."""
         self.requests: list[Request] = []
@@ -73,6 +85,9 @@ class FlakyServer:
         self.seq = 0
         """The next sequence number ``"stream"`` mode will send."""
         self._rejections: list[Rejection] = []
+        self._bad_responses: dict[ServerConnection, Rejection] = {}
+        self._stalled: set[ServerConnection] = set()
+        self._connection_faults: list[ConnectionFault] = []
         self._server: Server | None = None
         self._waiters: set[asyncio.Future[None]] = set()
 
@@ -80,7 +95,7 @@ class FlakyServer:
     def url(self) -> str:
         if not self.port:
             raise RuntimeError("FlakyServer has no port yet: start it first")
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if self.ssl else 'ws'}://127.0.0.1:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -104,6 +119,9 @@ class FlakyServer:
             "127.0.0.1",
             self.port,
             process_request=self._process_request,
+            process_response=self._process_response,
+            open_timeout=None,
+            ssl=self.ssl,
             subprotocols=self.subprotocols,  # type: ignore[arg-type]
             ping_interval=None,
             close_timeout=1,
@@ -118,6 +136,8 @@ class FlakyServer:
             return
         if abrupt:
             self.drop()
+        for connection in list(self._stalled):
+            connection.transport.abort()
         server.close(close_connections=not abrupt)
         await server.wait_closed()
         self._notify()
@@ -147,6 +167,28 @@ class FlakyServer:
     def reject_next(self, status: int, headers: Mapping[str, str] | None = None, *, count: int = 1) -> None:
         """Answer the next ``count`` handshakes with HTTP ``status`` (and ``headers``) instead of upgrading."""
         self._rejections.extend(Rejection(status, dict(headers or {})) for _ in range(count))
+
+    def stall_handshake_next(self, *, count: int = 1) -> None:
+        """Read the next ``count`` handshake requests and never answer them (past any ``open_timeout``)."""
+        self._rejections.extend(Rejection(0, kind="stall") for _ in range(count))
+
+    def corrupt_handshake_next(self, kind: Literal["bad_accept", "bad_subprotocol"], *, count: int = 1) -> None:
+        """Answer the next handshakes with 101 but a wrong ``Sec-WebSocket-Accept`` or an unoffered subprotocol."""
+        if kind not in ("bad_accept", "bad_subprotocol"):
+            raise ValueError(f"kind must be 'bad_accept' or 'bad_subprotocol', got {kind!r}")
+        self._rejections.extend(Rejection(101, kind=kind) for _ in range(count))
+
+    def redirect_next(self, location: str, *, status: int = 302, count: int = 1) -> None:
+        """Redirect the next ``count`` handshakes to ``location``."""
+        self.reject_next(status, {"Location": location}, count=count)
+
+    def flap_next(self, count: int, *, code: int = 1011, reason: str = "flapping") -> None:
+        """Accept the next ``count`` connections, then close each at once with ``code``."""
+        self._connection_faults.extend(("flap", code, reason) for _ in range(count))
+
+    def stall_next(self, *, count: int = 1) -> None:
+        """Accept the next ``count`` connections, then neither read nor send: pings go unanswered."""
+        self._connection_faults.extend(("stall", 0, "") for _ in range(count))
 
     async def send_all(self, message: str | bytes) -> None:
         """Send ``message`` on every open connection."""
@@ -191,22 +233,48 @@ class FlakyServer:
 
     # Server side
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         self.requests.append(request)
         self._notify()
         if not self._rejections:
             return None
         rejection = self._rejections.pop(0)
+        if rejection.kind == "stall":
+            self._stalled.add(connection)
+            try:
+                await asyncio.shield(connection.connection_lost_waiter)
+            finally:
+                self._stalled.discard(connection)
+            return connection.respond(503, "stalled\n")
+        if rejection.kind != "status":
+            self._bad_responses[connection] = rejection
+            return None
         response = connection.respond(rejection.status, rejection.body)
         response.headers.update(Headers(rejection.headers))
         return response
+
+    def _process_response(self, connection: ServerConnection, request: Request, response: Response) -> None:
+        rejection = self._bad_responses.pop(connection, None)
+        if rejection is None:
+            return
+        if rejection.kind == "bad_accept":
+            response.headers["Sec-WebSocket-Accept"] = "bm90IHRoZSByaWdodCBrZXk="
+        else:
+            response.headers["Sec-WebSocket-Protocol"] = "not-offered"
 
     async def _handle(self, connection: ServerConnection) -> None:
         self.connections.add(connection)
         self.accepted += 1
         self._notify()
         try:
-            if self.handler is not None:
+            if self._connection_faults:
+                kind, code, reason = self._connection_faults.pop(0)
+                if kind == "flap":
+                    await connection.close(code, reason)
+                else:
+                    connection.transport.pause_reading()
+                    await connection.wait_closed()
+            elif self.handler is not None:
                 await self.handler(connection)
             elif self.mode == "stream":
                 async with asyncio.TaskGroup() as tg:

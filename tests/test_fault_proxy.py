@@ -1,0 +1,120 @@
+"""FaultProxy: each fault, switched on and off while a real client talks through it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from helpers import MS, fast, until
+
+import wsclient
+from wsclient.testing import FaultProxy, FlakyServer
+
+
+@pytest.fixture
+async def proxy(server: FlakyServer) -> AsyncIterator[FaultProxy]:
+    async with FaultProxy(server.port) as fault_proxy:
+        yield fault_proxy
+
+
+async def echo(client: wsclient.Client, message: str) -> str | bytes:
+    await client.send(message)
+    return await client.recv()
+
+
+async def test_traffic_passes_through(proxy: FaultProxy, server: FlakyServer) -> None:
+    async with wsclient.Client(proxy.url, **fast()) as client:
+        assert await echo(client, "through") == "through"
+    assert proxy.accepted == 1
+    assert proxy.bytes_forwarded > 0
+    assert server.received == ["through"]
+
+
+async def test_reset_looks_like_a_broken_connection(proxy: FaultProxy, server: FlakyServer) -> None:
+    async with wsclient.Client(proxy.url, **fast()) as client:
+        assert proxy.reset() == 1
+        await server.wait_for_connections(2)
+        assert await echo(client, "after reset") == "after reset"
+    assert client.stats.outages[0].cause == "connection_lost"
+    assert proxy.resets == 1
+
+
+async def test_blackhole_is_caught_by_the_heartbeat_and_restore_lets_it_back(
+    proxy: FaultProxy, server: FlakyServer
+) -> None:
+    heartbeat = wsclient.Heartbeat(interval=10 * MS, timeout=30 * MS)
+    async with wsclient.Client(proxy.url, **fast(heartbeat=heartbeat, open_timeout=50 * MS)) as client:
+        proxy.blackhole()
+        assert proxy.blackholed
+        # Dead peer noticed; new handshakes go into the hole and time out.
+        await until(lambda: client.stats.connect_attempts >= 3)
+        assert client.state is wsclient.State.RECONNECTING
+        assert client.stats.outages[0].cause == "heartbeat_timeout"
+        proxy.restore()
+        await client.wait_open(timeout=5)
+        assert await echo(client, "restored") == "restored"
+
+
+async def test_latency_delays_each_direction(proxy: FaultProxy) -> None:
+    async with wsclient.Client(proxy.url, **fast()) as client:
+        proxy.latency = 20 * MS
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await echo(client, "slow") == "slow"
+        assert loop.time() - started >= 40 * MS
+
+
+async def test_bandwidth_throttles(proxy: FaultProxy) -> None:
+    async with wsclient.Client(proxy.url, **fast(compression=None)) as client:
+        proxy.bandwidth = 200_000
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await echo(client, "x" * 10_000) == "x" * 10_000
+        # 10 kB each way at 200 kB/s.
+        assert loop.time() - started >= 0.09
+
+
+async def test_sliced_writes_still_make_whole_messages(proxy: FaultProxy) -> None:
+    proxy.slice_size = 1
+    async with wsclient.Client(proxy.url, **fast()) as client:
+        message = "sliced " * 100
+        assert await echo(client, message) == message
+
+
+async def test_refuse_stops_new_connections_not_open_ones(proxy: FaultProxy, server: FlakyServer) -> None:
+    async with wsclient.Client(proxy.url, **fast()) as client:
+        await proxy.refuse()
+        assert proxy.refusing
+        assert await echo(client, "still open") == "still open"
+        proxy.reset()
+        await until(lambda: client.stats.connect_attempts >= 3)
+        assert server.accepted == 1
+        await proxy.accept()
+        await client.wait_open(timeout=5)
+        assert await echo(client, "back") == "back"
+
+
+async def test_cut_after_n_bytes_breaks_the_handshake(proxy: FaultProxy, server: FlakyServer) -> None:
+    proxy.cut_after = 40
+    client = wsclient.Client(proxy.url, **fast())
+    await client.start()
+    try:
+        await until(lambda: client.stats.connect_attempts >= 3)
+        assert client.state is wsclient.State.CONNECTING
+        await proxy.clear()
+        await client.wait_open(timeout=5)
+        assert await echo(client, "whole") == "whole"
+    finally:
+        await client.close()
+
+
+async def test_scheduled_faults_fire_later(proxy: FaultProxy, server: FlakyServer) -> None:
+    async with wsclient.Client(proxy.url, **fast()) as client:
+        proxy.schedule(10 * MS, proxy.reset)
+        proxy.schedule(20 * MS, proxy.refuse)
+        proxy.schedule(60 * MS, proxy.accept)
+        await until(lambda: proxy.resets == 1)
+        await until(lambda: client.stats.reconnects == 1)
+        assert proxy.accepted == 2
+    assert not proxy.refusing

@@ -1,0 +1,156 @@
+"""A hostile or broken server: every case ends in a defined outcome, in bounded time, never a hang."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import tracemalloc
+
+import pytest
+import trustme
+from helpers import MS, fast, until
+from structlog.testing import capture_logs
+
+import wsclient
+from wsclient.testing import FaultProxy, FlakyServer
+
+# Every test here must finish well inside this bound, whatever the server does.
+BOUND = 5.0
+
+
+async def test_accept_then_stall_is_caught_by_the_heartbeat(server: FlakyServer) -> None:
+    server.stall_next()
+    heartbeat = wsclient.Heartbeat(interval=10 * MS, timeout=30 * MS)
+    async with asyncio.timeout(BOUND):
+        async with wsclient.Client(server.url, **fast(heartbeat=heartbeat)) as client:
+            await server.wait_for_connections(2)
+            await client.wait_open(timeout=BOUND)
+            await client.send("second session works")
+            assert await client.recv() == "second session works"
+    assert client.stats.outages[0].cause == "heartbeat_timeout"
+
+
+async def test_stalled_handshake_times_out_and_is_retried(server: FlakyServer) -> None:
+    server.stall_handshake_next(count=2)
+    with capture_logs() as events:
+        async with asyncio.timeout(BOUND):
+            async with wsclient.Client(server.url, **fast(open_timeout=30 * MS)) as client:
+                assert client.stats.connect_attempts == 3
+    errors = [e["error"] for e in events if e["event"] == "connect_failed"]
+    assert errors == ["TimeoutError: timed out during opening handshake"] * 2
+
+
+@pytest.mark.parametrize("kind", ["bad_accept", "bad_subprotocol"])
+async def test_wrong_handshake_answer_is_fatal_at_once(server: FlakyServer, kind: str) -> None:
+    server.corrupt_handshake_next(kind, count=5)  # type: ignore[arg-type]
+    async with asyncio.timeout(BOUND):
+        with pytest.raises(wsclient.HandshakeError) as caught:
+            async with wsclient.Client(server.url, subprotocols=["chat"], **fast()):
+                pass
+    assert len(server.requests) == 1
+    assert ("Sec-WebSocket-Accept" if kind == "bad_accept" else "not-offered") in str(caught.value)
+
+
+async def test_rejections_with_retry_after_are_retried_within_the_cap(server: FlakyServer) -> None:
+    server.reject_next(429, {"Retry-After": "3600"})
+    server.reject_next(503, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    backoff = wsclient.Backoff(initial=MS, maximum=MS, jitter=False, max_retry_after=10 * MS)
+    with capture_logs() as events:
+        async with asyncio.timeout(BOUND), wsclient.Client(server.url, **fast(backoff=backoff)):
+            pass
+    # An hour is capped; a date in the past means now.
+    assert [e["delay"] for e in events if e["event"] == "retrying"] == [0.011, 0.001]
+
+
+async def test_flapping_server_is_not_hammered_and_max_attempts_gives_up(server: FlakyServer) -> None:
+    server.flap_next(100)
+    backoff = wsclient.Backoff(initial=MS, maximum=8 * MS, jitter=False)
+    with capture_logs() as events:
+        async with asyncio.timeout(BOUND):
+            with pytest.raises(wsclient.GaveUp) as caught:
+                async with wsclient.Client(server.url, **fast(backoff=backoff, max_attempts=6)) as client:
+                    await client.recv()
+    assert caught.value.attempts == 6
+    assert server.accepted == 6
+    assert [e["delay"] for e in events if e["event"] == "retrying"] == [0.001, 0.002, 0.004, 0.008, 0.008]
+
+
+async def test_redirect_is_followed(server: FlakyServer) -> None:
+    async with FlakyServer() as target:
+        server.redirect_next(f"{target.url}/moved")
+        async with asyncio.timeout(BOUND), wsclient.Client(server.url, **fast()) as client:
+            await client.send("moved")
+            assert await client.recv() == "moved"
+        assert target.requests[0].path == "/moved"
+
+
+async def test_redirect_from_wss_to_ws_is_refused(server: FlakyServer) -> None:
+    ca = trustme.CA()
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    async with FlakyServer(ssl=server_context) as secure:
+        secure.redirect_next(f"{server.url}/plaintext")
+        async with asyncio.timeout(BOUND):
+            with pytest.raises(wsclient.HandshakeError, match="non-secure"):
+                async with wsclient.Client(secure.url, ssl=client_context, **fast()):
+                    pass
+    assert server.requests == []
+
+
+async def test_flood_of_large_messages_keeps_inbound_memory_bounded() -> None:
+    payload = "x" * 16384
+    sent = 0
+
+    async def flood(connection: object) -> None:
+        nonlocal sent
+        while True:
+            await connection.send(payload)  # type: ignore[attr-defined]
+            sent += 1
+
+    async with FlakyServer(handler=flood) as server:
+        tracemalloc.start()
+        try:
+            async with wsclient.Client(server.url, **fast(inbox_size=4, max_queue=2, compression=None)) as client:
+                await until(lambda: client.session is not None and client.session.reading_paused())
+                baseline = tracemalloc.get_traced_memory()[0]
+                await until(lambda: sent > 200)
+                grown = tracemalloc.get_traced_memory()[0] - baseline
+                assert client.stats.sessions == 1
+        finally:
+            tracemalloc.stop()
+    # The server wrote 3 MiB and more; the client held on to less than a tenth of it.
+    assert sent * len(payload) > 3_000_000
+    assert grown < 300_000
+
+
+async def test_secrets_never_reach_the_logs_under_any_fault(server: FlakyServer) -> None:
+    url = "ws://bot:pa55word@127.0.0.1:{port}/feed?token=t0ken&api_key=k3y"
+    secrets = ("pa55word", "t0ken", "k3y", "Bearer s3cret")
+    heartbeat = wsclient.Heartbeat(interval=10 * MS, timeout=30 * MS)
+    server.reject_next(503, {"Retry-After": "0", "Set-Cookie": "id=s3cret"})
+    server.stall_handshake_next()
+    server.stall_next()
+    server.flap_next(2, code=1013)
+    async with FaultProxy(server.port) as proxy:
+        with capture_logs() as events:
+            client = wsclient.Client(
+                url.format(port=proxy.port),
+                headers={"Authorization": "Bearer s3cret"},
+                **fast(heartbeat=heartbeat, open_timeout=50 * MS),
+            )
+            async with asyncio.timeout(BOUND), client:
+                await until(lambda: any(e["event"] == "heartbeat_timeout" for e in events))
+                await until(lambda: client.stats.sessions >= 4)
+                proxy.reset()
+                await until(lambda: client.stats.reconnects >= 1 and client.state is wsclient.State.OPEN)
+                server.corrupt_handshake_next("bad_accept")
+                proxy.reset()
+                with pytest.raises(wsclient.HandshakeError):
+                    await client.recv()
+    names = {e["event"] for e in events}
+    assert {"connect_failed", "retrying", "heartbeat_timeout", "disconnected", "fatal"} <= names
+    dump = repr(events)
+    for secret in secrets:
+        assert secret not in dump

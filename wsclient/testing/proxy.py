@@ -1,0 +1,238 @@
+"""``FaultProxy``: a TCP proxy on loopback that injects network faults while it runs.
+
+Put it between a client and any server (one written in another language
+too) and switch faults on and off from a test: reset every connection,
+blackhole traffic (the half-open connection of a dead NAT or a sleeping
+laptop), add latency, throttle, slice writes into tiny pieces, refuse new
+connections, cut a connection after N bytes. Every fault can also be
+scheduled with :meth:`FaultProxy.schedule`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from collections.abc import Callable
+from typing import Self
+
+__all__ = ["FaultProxy"]
+
+_CHUNK = 65536
+
+
+class _Pipe:
+    """One proxied connection: the client's socket, the upstream socket and two pumps."""
+
+    def __init__(self, proxy: FaultProxy, client: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+        self.proxy = proxy
+        self.client_reader, self.client_writer = client
+        self.upstream_writer: asyncio.StreamWriter | None = None
+        self.forwarded = 0
+        self.task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        proxy = self.proxy
+        try:
+            up_reader, self.upstream_writer = await asyncio.open_connection(proxy.upstream_host, proxy.upstream_port)
+        except OSError:
+            self.reset()
+            return
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._pump(self.client_reader, self.upstream_writer))
+                tg.create_task(self._pump(up_reader, self.client_writer))
+        except* (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.reset()
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        proxy = self.proxy
+        while True:
+            await proxy._open.wait()
+            data = await reader.read(_CHUNK)
+            if not data:
+                # Half-close: pass the EOF on, as the peer did.
+                if writer.can_write_eof() and not writer.is_closing():
+                    writer.write_eof()
+                return
+            await proxy._open.wait()
+            if proxy.latency:
+                await asyncio.sleep(proxy.latency)
+            size = proxy.slice_size or len(data)
+            for start in range(0, len(data), size):
+                piece = data[start : start + size]
+                if proxy.cut_after is not None and self.forwarded + len(piece) > proxy.cut_after:
+                    self.reset()
+                    return
+                if proxy.bandwidth:
+                    await asyncio.sleep(len(piece) / proxy.bandwidth)
+                writer.write(piece)
+                await writer.drain()
+                self.forwarded += len(piece)
+                proxy.bytes_forwarded += len(piece)
+
+    def reset(self) -> None:
+        """Abort both sockets with an RST, not a FIN."""
+        for writer in (self.client_writer, self.upstream_writer):
+            if writer is None or writer.is_closing():
+                continue
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+
+
+class FaultProxy:
+    """A fault-injecting TCP proxy from ``127.0.0.1:port`` to ``upstream_host:upstream_port``.
+
+    Faults are attributes and methods you change while the proxy runs:
+    ``latency`` (seconds per chunk), ``bandwidth`` (bytes per second),
+    ``slice_size`` (bytes per write), ``cut_after`` (bytes per connection
+    before it is reset), :meth:`blackhole`/:meth:`restore`, :meth:`refuse`/
+    :meth:`accept`, :meth:`reset`. :meth:`clear` switches every fault off.
+    """
+
+    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1", *, port: int = 0) -> None:
+        self.upstream_host = upstream_host
+        self.upstream_port = upstream_port
+        self.port = port
+        self.latency = 0.0
+        self.bandwidth = 0.0
+        self.slice_size = 0
+        self.cut_after: int | None = None
+        self.bytes_forwarded = 0
+        """Bytes forwarded in both directions, over all connections."""
+        self.accepted = 0
+        """Connections accepted (and proxied) so far."""
+        self.resets = 0
+        """Connections reset by :meth:`reset`."""
+        self._pipes: set[_Pipe] = set()
+        self._server: asyncio.Server | None = None
+        self._open = asyncio.Event()
+        self._open.set()
+        self._refusing = False
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    @property
+    def url(self) -> str:
+        """``ws://127.0.0.1:<port>``: the address a client should use."""
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def connections(self) -> int:
+        """Connections open through the proxy now."""
+        return len(self._pipes)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Listen on the port (the first start picks a free one)."""
+        if self._server is None:
+            self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+            self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop listening, cancel scheduled faults and reset every connection."""
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        self._refusing = False
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+        self._open.set()
+        tasks = [pipe.task for pipe in self._pipes if pipe.task is not None]
+        self.reset()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    # Faults
+
+    def reset(self) -> int:
+        """Reset every open connection (RST both ways); return how many."""
+        pipes = list(self._pipes)
+        for pipe in pipes:
+            pipe.reset()
+        self.resets += len(pipes)
+        return len(pipes)
+
+    def blackhole(self) -> None:
+        """Forward nothing in either direction, keeping every socket open."""
+        self._open.clear()
+
+    def restore(self) -> None:
+        """End a blackhole: what was held back flows again."""
+        self._open.set()
+
+    @property
+    def blackholed(self) -> bool:
+        return not self._open.is_set()
+
+    async def refuse(self) -> None:
+        """Close the listening socket: new connections are refused, open ones go on."""
+        self._refusing = True
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+
+    async def accept(self) -> None:
+        """Listen again on the same port after :meth:`refuse`."""
+        self._refusing = False
+        await self.start()
+
+    @property
+    def refusing(self) -> bool:
+        return self._refusing
+
+    async def clear(self) -> None:
+        """Switch every fault off."""
+        self.latency = 0.0
+        self.bandwidth = 0.0
+        self.slice_size = 0
+        self.cut_after = None
+        self.restore()
+        if self._refusing:
+            await self.accept()
+
+    def schedule(self, delay: float, fault: Callable[[], object]) -> asyncio.TimerHandle:
+        """Run ``fault()`` after ``delay`` seconds (a coroutine it returns is run as a task of the proxy)."""
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            result = fault()
+            if asyncio.iscoroutine(result):
+                task: asyncio.Task[object] = loop.create_task(result)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+        handle = loop.call_later(delay, fire)
+        self._timers.add(handle)
+        return handle
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._refusing:
+            writer.transport.abort()
+            return
+        self.accepted += 1
+        pipe = _Pipe(self, (reader, writer))
+        pipe.task = asyncio.current_task()
+        self._pipes.add(pipe)
+        try:
+            await pipe.run()
+        finally:
+            self._pipes.discard(pipe)
