@@ -117,6 +117,7 @@ class FaultProxy:
         self._refusing = False
         self._timers: set[asyncio.TimerHandle] = set()
         self._tasks: set[asyncio.Task[object]] = set()
+        self._waiters: set[asyncio.Future[None]] = set()
 
     @property
     def url(self) -> str:
@@ -224,11 +225,33 @@ class FaultProxy:
         self._timers.add(handle)
         return handle
 
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Wait until ``predicate()`` is true, checked whenever a connection opens or ends."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                waiter = loop.create_future()
+                self._waiters.add(waiter)
+                try:
+                    await waiter
+                finally:
+                    self._waiters.discard(waiter)
+
+    async def wait_for_connections(self, accepted: int, timeout: float = 5.0) -> None:
+        """Wait until ``accepted`` connections reached the proxy in total."""
+        await self.wait_for(lambda: self.accepted >= accepted, timeout)
+
+    def _notify(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._refusing:
             writer.transport.abort()
             return
         self.accepted += 1
+        self._notify()
         pipe = _Pipe(self, (reader, writer))
         pipe.task = asyncio.current_task()
         self._pipes.add(pipe)
@@ -236,3 +259,4 @@ class FaultProxy:
             await pipe.run()
         finally:
             self._pipes.discard(pipe)
+            self._notify()
