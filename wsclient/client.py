@@ -157,6 +157,20 @@ class Client:
         if not self._is_open():
             raise self._stopped_error()
 
+    async def wait_closed(self) -> None:
+        """Wait until the client stopped for good (what ``on_message`` users wait on).
+
+        Returns when it stopped cleanly (the server closed with 1000, or
+        ``close()`` was called); raises the ``FatalError``/``GaveUp`` that stopped it otherwise.
+        """
+        task = self._task
+        if task is None:
+            raise RuntimeError("client is not started: use 'async with client' or 'await client.start()'")
+        await asyncio.wait({task})
+        end = self._end
+        if end is not None and not isinstance(end, ClientClosed):
+            raise end
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Flush the outbox, close the session with ``code`` and stop reconnecting. Idempotent.
 
