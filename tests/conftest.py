@@ -19,6 +19,12 @@ from helpers import MS
 from wsclient.testing import FlakyServer
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("wsclient soak")
+    group.addoption("--soak-seconds", type=float, default=45.0, help="how long the chaos soak runs (default 45)")
+    group.addoption("--soak-seed", type=int, default=20261122, help="seed of the soak's fault schedule")
+
+
 @pytest.fixture(autouse=True)
 async def clean_loop() -> AsyncIterator[None]:
     """Fail the test if it leaks a task or leaves an error the loop had to report."""

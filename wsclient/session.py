@@ -140,8 +140,18 @@ class Session:
         return self.connection.state is ProtocolState.OPEN
 
     async def send(self, message: Data) -> None:
-        """Send on this connection now (no buffering); raises ``ConnectionClosed`` if it is gone."""
-        await self.connection.send(message)
+        """Send on this connection now (no buffering); raises ``ConnectionClosed`` if it is gone.
+
+        A message is written at once when the session :attr:`is_open`; if the
+        connection then breaks, it counts in ``stats.sends_interrupted``.
+        """
+        written = self.is_open
+        try:
+            await self.connection.send(message)
+        except ConnectionClosed:
+            if written:
+                self._stats.sends_interrupted += 1
+            raise
         self._stats.messages_out += 1
 
     async def recv(self) -> Data:

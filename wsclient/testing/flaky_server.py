@@ -14,7 +14,7 @@ import json
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Self
+from typing import Literal, Self, TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -23,6 +23,7 @@ from websockets.http11 import Request, Response
 
 __all__ = ["FlakyServer", "Rejection"]
 
+T = TypeVar("T")
 Mode = Literal["echo", "stream", "silent"]
 HandshakeFault = Literal["status", "stall", "bad_accept", "bad_subprotocol"]
 ConnectionFault = tuple[Literal["flap", "stall"], int, str]
@@ -65,6 +66,7 @@ class FlakyServer:
         port: int = 0,
         subprotocols: list[str] | None = None,
         ssl: ssl_module.SSLContext | None = None,
+        history: int = 100_000,
     ) -> None:
         if mode not in ("echo", "stream", "silent"):
             raise ValueError(f"mode must be 'echo', 'stream' or 'silent', got {mode!r}")
@@ -74,10 +76,12 @@ class FlakyServer:
         self.port = port
         self.subprotocols = subprotocols
         self.ssl = ssl
+        self.history = history
+        """How many received messages and requests are kept; older ones are forgotten (long soaks)."""
         self.received: list[str | bytes] = []
-        """Every message received, in order, across connections."""
+        """The messages received, in order, across connections (the last ``history`` of them)."""
         self.requests: list[Request] = []
-        """Every handshake request, rejected ones included (path and headers)."""
+        """The handshake requests, rejected ones included (the last ``history`` of them)."""
         self.connections: set[ServerConnection] = set()
         """The connections open now."""
         self.accepted = 0
@@ -234,7 +238,7 @@ class FlakyServer:
     # Server side
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        self.requests.append(request)
+        _keep(self.requests, request, self.history)
         self._notify()
         if not self._rejections:
             return None
@@ -294,7 +298,7 @@ class FlakyServer:
     async def _record(self, connection: ServerConnection, *, echo: bool = False) -> None:
         with contextlib.suppress(ConnectionClosed):
             async for message in connection:
-                self.received.append(message)
+                _keep(self.received, message, self.history)
                 if echo:
                     await connection.send(message)
                 self._notify()
@@ -305,3 +309,10 @@ class FlakyServer:
                 await connection.send(json.dumps({"seq": self.seq}))
                 self.seq += 1
                 await asyncio.sleep(self.stream_interval)
+
+
+def _keep(records: list[T], item: T, history: int) -> None:
+    """Append ``item``, forgetting the oldest records beyond ``history``."""
+    records.append(item)
+    if len(records) > history:
+        del records[: len(records) - history]
