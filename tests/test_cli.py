@@ -1,0 +1,255 @@
+"""The ``wsclient`` command, run as a subprocess against real servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import ssl
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trustme
+from helpers import fast
+
+import wsclient
+from wsclient.cli import EXIT_FATAL, EXIT_GAVE_UP, EXIT_OK, EXIT_USAGE
+from wsclient.testing import FlakyServer
+
+FAST = ["--backoff-initial", "0.01", "--backoff-max", "0.05", "--open-timeout", "2"]
+
+
+async def run_cli(*args: str, timeout: float = 20.0) -> tuple[int, str, str]:
+    """Run ``python -m wsclient ARGS`` to its end; return its exit code, stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wsclient", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.communicate()
+        raise
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+class Listener:
+    """A running ``wsclient listen`` whose stdout lines are collected as they come."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._changed = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        async for line in self.process.stdout:
+            self.lines.append(line.decode().rstrip("\n"))
+            self._changed.set()
+        self._changed.set()
+
+    async def wait_for_lines(self, count: int, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while len(self.lines) < count:
+                self._changed.clear()
+                if self._reader.done():
+                    raise AssertionError(f"listen ended early after {len(self.lines)} lines")
+                await self._changed.wait()
+
+    async def stop(self, signum: int = signal.SIGTERM, timeout: float = 10.0) -> tuple[int, str]:
+        """Send ``signum``; return the exit code and stderr."""
+        self.process.send_signal(signum)
+        assert self.process.stderr is not None
+        async with asyncio.timeout(timeout):
+            err = await self.process.stderr.read()
+            await self._reader
+            code = await self.process.wait()
+        return code, err.decode()
+
+
+@pytest.fixture
+async def listener_factory() -> AsyncIterator[list[Listener]]:
+    listeners: list[Listener] = []
+    yield listeners
+    for listener in listeners:
+        if listener.process.returncode is None:
+            listener.process.kill()
+            await listener.process.communicate()
+        await asyncio.wait({listener._reader})
+
+
+async def start_listen(listeners: list[Listener], *args: str) -> Listener:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "wsclient",
+        "listen",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    listener = Listener(process)
+    listeners.append(listener)
+    return listener
+
+
+async def test_listen_survives_drops_records_gaps_and_exits_0_on_sigterm(
+    tmp_path: Path, listener_factory: list[Listener]
+) -> None:
+    out = tmp_path / "feed.jsonl"
+    subscribe = json.dumps({"op": "subscribe", "channel": "ticks"})
+    async with FlakyServer("stream", stream_interval=0.005) as server:
+        listener = await start_listen(
+            listener_factory, server.url, "--jsonl", "--out", str(out), "--send", subscribe, *FAST
+        )
+        await server.wait_for_received(1)
+        await listener.wait_for_lines(5)
+        server.drop()  # abort: no close frame
+        await server.wait_for_received(2)  # subscribed again on the fresh session
+        await listener.wait_for_lines(len(listener.lines) + 5)
+        await server.stop()  # down: connections refused for a while
+        await server.start()
+        await server.wait_for_received(3)
+        await listener.wait_for_lines(len(listener.lines) + 5)
+        code, err = await listener.stop(signal.SIGTERM)
+    assert code == EXIT_OK, err
+    assert server.received == [subscribe] * 3
+    assert "stopped" in err
+    assert "code=1000" in err
+    assert "closed_by=client" in err
+
+    printed = [json.loads(line) for line in listener.lines]
+    recorded = [json.loads(line) for line in out.read_text().splitlines()]
+    assert printed == recorded
+    kinds = [r["type"] for r in recorded]
+    gaps = [r for r in recorded if r["type"] == "gap"]
+    assert len(gaps) == 2
+    assert all(g["cause"] == "connection_lost" and g["start"] <= g["end"] and g["attempts"] >= 1 for g in gaps)
+    # Each gap record sits between the last message of one session and the first of the next.
+    sessions = []
+    for index, record in enumerate(recorded):
+        if record["type"] == "gap":
+            before, after = recorded[index - 1], recorded[index + 1]
+            assert before["type"] == after["type"] == "message"
+            assert before["session"] != after["session"]
+            assert before["time"] <= record["end"] <= after["time"]
+        elif not sessions or sessions[-1] != record["session"]:
+            sessions.append(record["session"])
+    assert len(sessions) == 3
+    assert kinds.count("message") == len(recorded) - 2 >= 12
+    # The data itself: the server's sequence numbers, in order.
+    seqs = [json.loads(r["data"])["seq"] for r in recorded if r["type"] == "message"]
+    assert seqs == sorted(seqs)
+
+
+async def test_listen_prints_raw_messages_and_stops_at_count_and_on_sigint(
+    listener_factory: list[Listener],
+) -> None:
+    async with FlakyServer("stream", stream_interval=0.005) as server:
+        code, out, err = await run_cli("listen", server.url, "--count", "3", *FAST)
+        assert code == EXIT_OK, err
+        assert [json.loads(line)["seq"] for line in out.splitlines()] == [0, 1, 2]
+
+        listener = await start_listen(listener_factory, server.url, *FAST)
+        await listener.wait_for_lines(2)
+        code, err = await listener.stop(signal.SIGINT)
+    assert code == EXIT_OK, err
+
+
+async def test_listen_ends_with_0_when_the_server_closes_with_1000(listener_factory: list[Listener]) -> None:
+    async with FlakyServer("echo") as server:
+        listener = await start_listen(listener_factory, server.url, "--send", "hello", *FAST)
+        await listener.wait_for_lines(1)
+        await server.close_all(1000, "bye")
+        async with asyncio.timeout(10):
+            code = await listener.process.wait()
+        await listener._reader
+    assert listener.lines == ["hello"]
+    assert code == EXIT_OK
+
+
+async def test_listen_gives_up_with_exit_1() -> None:
+    server = FlakyServer("echo")
+    await server.start()
+    await server.stop()  # the port now refuses connections
+    code, _, err = await run_cli("listen", server.url, "--max-attempts", "2", *FAST)
+    assert code == EXIT_GAVE_UP
+    assert "gave up after 2 attempt(s)" in err
+    assert "ConnectionRefusedError" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "the following arguments are required"),
+        (["listen"], "the following arguments are required: url"),
+        (["listen", "http://127.0.0.1:1"], "url must start with ws:// or wss://"),
+        (["listen", "ws://127.0.0.1:1", "--header", "no-colon"], "expected NAME:VALUE"),
+        (["listen", "ws://127.0.0.1:1", "--ping-interval", "0"], "must be > 0"),
+        (["listen", "ws://127.0.0.1:1", "--max-attempts", "x"], "not an integer"),
+        (["listen", "ws://127.0.0.1:1", "--ca", "/nonexistent/ca.pem"], "no such file"),
+        (["listen", "ws://127.0.0.1:1", "--out", "/nonexistent/dir/out.jsonl"], "--out"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+async def test_usage_errors_exit_2_naming_the_argument(args: list[str], message: str) -> None:
+    code, _, err = await run_cli(*args)
+    assert code == EXIT_USAGE
+    assert message in err
+
+
+async def test_handshake_rejected_exits_3_naming_the_status() -> None:
+    async with FlakyServer("echo") as server:
+        server.reject_next(401)
+        code, _, err = await run_cli("listen", server.url, "--header", "Authorization: Bearer s3cret", *FAST)
+    assert code == EXIT_FATAL
+    assert "fatal: server rejected the WebSocket handshake with HTTP 401" in err
+    assert "s3cret" not in err
+    assert server.requests[0].headers["Authorization"] == "Bearer s3cret"
+
+
+async def test_wss_with_a_private_ca_needs_ca_and_exits_3_without_it(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    async with FlakyServer("stream", stream_interval=0.005, ssl=server_context) as server:
+        code, _, err = await run_cli("listen", server.url, *FAST)
+        assert code == EXIT_FATAL
+        assert "certificate not trusted" in err
+        code, out, err = await run_cli("listen", server.url, "--ca", str(ca_file), "--count", "2", *FAST)
+    assert code == EXIT_OK, err
+    assert len(out.splitlines()) == 2
+
+
+async def test_help_lists_both_commands_and_the_exit_codes() -> None:
+    code, out, _ = await run_cli("--help")
+    assert code == EXIT_OK
+    assert "listen" in out
+    assert "demo" in out
+    assert "2 usage error" in out
+
+
+async def test_wait_closed_returns_on_a_clean_close_and_raises_what_stopped_the_client(server: FlakyServer) -> None:
+    received: list[wsclient.Data] = []
+    client = wsclient.Client(server.url, on_message=received.append, **fast())
+    async with client:
+        await client.send("one")
+        await server.wait_for_received(1)
+        await server.close_all(1000)
+        async with asyncio.timeout(5):
+            await client.wait_closed()
+    assert received == ["one"]
+
+    server.reject_next(403)
+    client = wsclient.Client(server.url, on_message=received.append, **fast())
+    await client.start()
+    with pytest.raises(wsclient.HandshakeRejected):
+        await client.wait_closed()
+    await client.close()
