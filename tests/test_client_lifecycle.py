@@ -297,3 +297,16 @@ async def test_close_with_an_application_code(server: FlakyServer) -> None:
         await client.close(4000, "shutting down")
     await server.wait_disconnected()
     assert codes == [4000]
+
+
+async def test_a_session_cancelled_before_its_tasks_ran_leaves_no_coroutine_unawaited(server: FlakyServer) -> None:
+    async def cancelled_at_once(session: wsclient.Session) -> None:
+        raise asyncio.CancelledError
+
+    heartbeat = wsclient.Heartbeat(interval=10 * MS, timeout=10 * MS)
+    client = wsclient.Client(server.url, on_connect=cancelled_at_once, **fast(heartbeat=heartbeat, idle_timeout=1.0))
+    await client.start()
+    with pytest.raises(wsclient.ClientClosed):
+        await client.wait_open(timeout=5)
+    await client.close()
+    assert client.state is wsclient.State.CLOSED

@@ -278,12 +278,22 @@ async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.Capture
                 receiver = tg.create_task(app.receive())
                 sender = tg.create_task(app.send_forever())
 
+                async def settle(what: str, predicate: Callable[[], bool], timeout: float = 20) -> None:
+                    try:
+                        await until(predicate, timeout=timeout)
+                    except TimeoutError:
+                        raise AssertionError(
+                            f"not settled within {timeout}s: {what}; state {client.state.value}, "
+                            f"buffered {client.stats.buffered}, sent {app.next_id}, arrived {len(stream.arrived)}, "
+                            f"acked up to {app.max_acked}, last seq {app.last_seq}, stats {client.stats}"
+                        ) from None
+
                 async def quiet_snapshot() -> tracemalloc.Snapshot:
                     # Compare like with like: faults off, the outbox flushed, what was sent acknowledged.
-                    await client.wait_open(timeout=10)
-                    await until(lambda: client.stats.buffered == 0, timeout=20)
+                    await settle("open", lambda: client.state is wsclient.State.OPEN)
+                    await settle("outbox flushed", lambda: client.stats.buffered == 0)
                     sent_so_far = app.next_id
-                    await until(lambda: app.max_acked >= sent_so_far - 1, timeout=20)
+                    await settle("sends acknowledged", lambda: app.max_acked >= sent_so_far - 1)
                     gc.collect()  # connections and transports are cycles: garbage, not growth
                     return tracemalloc.take_snapshot().filter_traces(filters)
 
@@ -294,9 +304,9 @@ async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.Capture
                 sender.cancel()
                 # Every fault is off: the last session delivers what is left.
                 sent = app.next_id
-                await until(lambda: len(stream.arrived) == sent, timeout=20)
-                await until(lambda: app.max_acked == sent - 1, timeout=20)
-                await until(lambda: app.received > 0 and app.last_seq >= 0, timeout=5)
+                await settle("every send arrived", lambda: len(stream.arrived) == sent)
+                await settle("every send acknowledged", lambda: app.max_acked == sent - 1)
+                await settle("the stream flows", lambda: app.received > 0 and app.last_seq >= 0)
                 stats = client.stats
                 receiver.cancel()
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -212,10 +213,10 @@ class Session:
         async with asyncio.TaskGroup() as tg:
             watchers = []
             if (heartbeat := self._config.heartbeat) is not None:
-                watcher = self._watch(run_heartbeat(heartbeat, self, self._log))
+                watcher = self._watch(partial(run_heartbeat, heartbeat, self, self._log))
                 watchers.append(tg.create_task(watcher, name=f"wsclient-heartbeat-{self.id}"))
             if (idle_timeout := self._config.idle_timeout) is not None:
-                watcher = self._watch(run_idle_watchdog(idle_timeout, self))
+                watcher = self._watch(partial(run_idle_watchdog, idle_timeout, self))
                 watchers.append(tg.create_task(watcher, name=f"wsclient-idle-{self.id}"))
             end = await self._main(tg, on_connect, on_ready, deliver, outbox, watchers)
             for task in watchers:
@@ -255,9 +256,11 @@ class Session:
                 raise TimeoutError(f"on_connect did not finish within open_timeout ({timeout}s)") from exc
             raise
 
-    async def _watch(self, watcher: Awaitable[Cause]) -> None:
+    async def _watch(self, watch: Callable[[], Awaitable[Cause]]) -> None:
+        # The watcher's coroutine is made here, not by the caller: a task cancelled
+        # before its first step would otherwise leave it never awaited.
         try:
-            cause = await watcher
+            cause = await watch()
         except ConnectionClosed:
             return
         self._log.warning(
