@@ -1,0 +1,169 @@
+"""Every example runs, as a subprocess, against its embedded server and against a server given by ``--url``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from helpers import fast
+
+import wsclient
+from wsclient.testing import FlakyServer
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+sys.path.insert(0, str(EXAMPLES))
+
+from counter_server import CounterServer  # noqa: E402
+from request_reply import hello  # noqa: E402
+
+
+async def start_example(name: str, *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLES / name),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=EXAMPLES,
+    )
+
+
+async def run_example(name: str, *args: str, timeout: float = 30.0) -> tuple[int, str]:
+    """Run an example to its end; return its exit code and stdout (stderr joins it on failure)."""
+    process = await start_example(name, *args)
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.communicate()
+        raise
+    assert process.returncode is not None
+    if process.returncode != 0:
+        print(err.decode(), file=sys.stderr)
+    return process.returncode, out.decode()
+
+
+@pytest.fixture
+async def processes() -> AsyncIterator[list[asyncio.subprocess.Process]]:
+    """Processes a test started; killed if the test left them running."""
+    started: list[asyncio.subprocess.Process] = []
+    yield started
+    for process in started:
+        if process.returncode is None:
+            process.kill()
+        await process.communicate()
+
+
+async def poll(predicate: object, timeout: float = 10.0) -> None:
+    """Wait for a condition outside this process (a file, another process); bounded by ``timeout``."""
+    assert callable(predicate)
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 - another process's progress has no event here
+            await asyncio.sleep(0.02)
+
+
+async def test_quickstart() -> None:
+    code, out = await run_example("quickstart.py", "--drops", "1", "--restarts", "1")
+    assert code == 0
+    assert out.splitlines()[-1] == "OK"
+
+
+async def test_counter_bot_restores_the_counter_after_an_embedded_restart() -> None:
+    code, out = await run_example("counter_bot.py", "--clicks", "3")
+    assert code == 0
+    assert "after the restart the server's counter is 3: OK" in out
+
+
+async def test_counter_bot_restores_a_real_server_after_its_restart(
+    processes: list[asyncio.subprocess.Process],
+) -> None:
+    async with CounterServer() as server:
+        bot = await start_example("counter_bot.py", "--url", server.url, "--clicks", "4")
+        processes.append(bot)
+        await poll(lambda: server.value == 4)
+        await server.stop()  # the restart forgets the value...
+        await server.start()
+        assert server.value == 0
+        await poll(lambda: server.value == 4)  # ...and the bot puts it back
+        bot.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            await bot.wait()
+    assert bot.returncode == 0
+
+
+async def test_counter_server_serves_the_counter_until_sigterm(processes: list[asyncio.subprocess.Process]) -> None:
+    server = await start_example("counter_server.py", "--port", "0")
+    processes.append(server)
+    assert server.stdout is not None
+    async with asyncio.timeout(10):
+        url = (await server.stdout.readline()).decode().split()[-1]
+    async with wsclient.Client(url, **fast()) as client:
+        events = [json.loads(await client.recv()) for _ in range(2)]
+        assert events == [{"type": "users", "count": 1}, {"type": "value", "value": 0}]
+        await client.send(json.dumps({"action": "plus"}))
+        assert json.loads(await client.recv()) == {"type": "value", "value": 1}
+    server.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(10):
+        assert await server.wait() == 0
+
+
+async def test_collector_records_gaps_resumes_and_stops_on_sigterm(
+    tmp_path: Path, processes: list[asyncio.subprocess.Process]
+) -> None:
+    out = tmp_path / "ticks.jsonl"
+
+    def records() -> list[dict[str, object]]:
+        return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+
+    collector = await start_example("collector.py", "--out", str(out), "--drop-every", "0.3")
+    processes.append(collector)
+    await poll(lambda: sum(r["type"] == "gap" for r in records()) >= 2)
+    collector.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(10):
+        stdout, _ = await collector.communicate()
+    assert collector.returncode == 0
+    assert b"collected" in stdout
+    written = records()
+    seqs = [r["seq"] for r in written if r["type"] == "tick"]
+    assert seqs == list(range(1, len(seqs) + 1))  # resumed after every drop: nothing missing, nothing twice
+    assert not [r for r in written if r["type"] == "missing"]
+    gaps = [r for r in written if r["type"] == "gap"]
+    assert all(g["cause"] == "connection_lost" and g["start"] <= g["end"] for g in gaps)  # type: ignore[operator]
+
+
+async def test_request_reply_embedded_and_with_url_and_timeout() -> None:
+    code, out = await run_example("request_reply.py", "--name", "Ada")
+    assert (code, out) == (0, "Hello Ada!\n")
+    async with FlakyServer(handler=hello) as server:
+        code, out = await run_example("request_reply.py", "--url", server.url, "--name", "Grace")
+    assert (code, out) == (0, "Hello Grace!\n")
+    async with FlakyServer("silent") as server:
+        code, out = await run_example("request_reply.py", "--url", server.url, "--timeout", "0.2")
+    assert code == 1
+    assert "no greeting within 0.2 s" in out
+
+
+async def test_app_heartbeat_keeps_sessions_alive_and_notices_silence() -> None:
+    code, out = await run_example("app_heartbeat.py", "--interval", "0.1", "--duration", "1.2")
+    assert code == 0
+    assert "OK: pings kept the sessions alive, the silent one was noticed" in out
+
+
+async def test_secure_client_refuses_an_untrusted_certificate_and_trusts_the_ca() -> None:
+    code, out = await run_example("secure_client.py")
+    assert code == 0
+    assert "default context: server certificate not trusted" in out
+    assert out.splitlines()[-1] == "OK"
+
+
+async def test_app_context_sends_from_several_tasks_through_drops() -> None:
+    code, out = await run_example("app_context.py", "--workers", "3", "--events", "30")
+    assert code == 0
+    assert "3 tasks sent 90 events through 2 drops" in out
+    assert out.splitlines()[-1] == "OK"
