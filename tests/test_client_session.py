@@ -327,3 +327,17 @@ async def test_flapping_server_backs_off_and_a_stable_session_resets(server: Fla
     delays = [e["delay"] for e in events if e["event"] == "retrying"]
     # Each flapping session counts as a failed attempt: 1, 2, 4, 8 ms; then a reset to 1 ms.
     assert delays == [0.001, 0.002, 0.004, 0.008, 0.001]
+
+
+async def test_a_peer_that_sends_but_no_longer_reads_is_dead_after_missed_pongs(stream_server: FlakyServer) -> None:
+    heartbeat = wsclient.Heartbeat(interval=10 * MS, timeout=20 * MS, missed_pongs=3)
+    with capture_logs() as events:
+        async with wsclient.Client(stream_server.url, **fast(heartbeat=heartbeat)) as client:
+            # The stream goes on, but the server stops reading: its pongs never come.
+            stream_server.stall()
+            await stream_server.wait_for_connections(2)
+            assert json.loads(await client.recv())["seq"] == 0
+    deferred = [e["missed"] for e in events if e["event"] == "heartbeat_deferred"]
+    assert deferred[:2] == [1, 2]
+    first_end = next(e for e in events if e["event"] == "disconnected")
+    assert first_end["cause"] == "heartbeat_timeout"

@@ -74,6 +74,8 @@ def test_bad_argument_names_it(kwargs: dict[str, Any], error: type[Exception], m
         ({"timeout": -1}, ValueError, "timeout"),
         ({"interval": "20"}, TypeError, "interval"),
         ({"message": 42}, TypeError, "message"),
+        ({"missed_pongs": 0}, ValueError, "missed_pongs"),
+        ({"missed_pongs": 2.5}, TypeError, "missed_pongs"),
     ],
 )
 def test_bad_heartbeat_names_it(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:

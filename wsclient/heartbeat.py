@@ -24,15 +24,19 @@ HeartbeatMessage = str | bytes | Callable[[], str | bytes]
 class Heartbeat:
     """Send a ping every ``interval`` seconds; no sign of life within ``timeout`` ends the session.
 
-    With ``message`` set, an application message (many servers want
-    ``{"op": "ping"}``) is sent instead of a protocol ping, and any inbound
-    data within ``timeout`` counts as the answer. ``message`` may be a
-    callable returning the message, for servers that want a fresh timestamp.
+    A late pong is forgiven while data keeps arriving (a busy server's pong
+    waits behind its own data), but only ``missed_pongs`` times in a row: a
+    peer that sends and no longer reads is dead too. With ``message`` set, an
+    application message (many servers want ``{"op": "ping"}``) is sent instead
+    of a protocol ping, and any inbound data within ``timeout`` counts as the
+    answer. ``message`` may be a callable returning the message, for servers
+    that want a fresh timestamp.
     """
 
     interval: float = 20.0
     timeout: float = 10.0
     message: HeartbeatMessage | None = None
+    missed_pongs: int = 3
 
     def __post_init__(self) -> None:
         for name in ("interval", "timeout"):
@@ -41,6 +45,10 @@ class Heartbeat:
                 raise TypeError(f"Heartbeat {name} must be a number, got {value!r}")
             if not value > 0:
                 raise ValueError(f"Heartbeat {name} must be > 0, got {value!r}")
+        if isinstance(self.missed_pongs, bool) or not isinstance(self.missed_pongs, int):
+            raise TypeError(f"Heartbeat missed_pongs must be an int, got {self.missed_pongs!r}")
+        if self.missed_pongs < 1:
+            raise ValueError(f"Heartbeat missed_pongs must be >= 1, got {self.missed_pongs!r}")
         if self.message is not None and not (isinstance(self.message, str | bytes) or callable(self.message)):
             raise TypeError(f"Heartbeat message must be str, bytes or a callable, got {self.message!r}")
 
@@ -67,10 +75,12 @@ async def run_heartbeat(settings: Heartbeat, link: Link, log: Any = None) -> Cau
     """Ping until the peer stops giving signs of life, then return ``Cause.HEARTBEAT_TIMEOUT``.
 
     A missing pong is forgiven, and logged as ``heartbeat_deferred``, when
-    data arrived or drained meanwhile, or when reading is paused on purpose.
+    reading is paused on purpose (always), or when data arrived or drained
+    meanwhile (up to ``missed_pongs`` times in a row).
     """
     loop = asyncio.get_running_loop()
     next_at = loop.time() + settings.interval
+    missed = 0
     while True:
         await asyncio.sleep(max(0.0, next_at - loop.time()))
         sent_at = loop.time()
@@ -87,22 +97,32 @@ async def run_heartbeat(settings: Heartbeat, link: Link, log: Any = None) -> Cau
         except TimeoutError:
             pass
         if pong is not None and _answered(pong):
+            missed = 0
             continue
         reason = _other_sign_of_life(link, sent_at)
         if reason is None:
             return Cause.HEARTBEAT_TIMEOUT
+        if pong is not None and reason != "reading_paused":
+            # Only a pong proves the peer still reads what we send.
+            missed += 1
+            if missed >= settings.missed_pongs:
+                return Cause.HEARTBEAT_TIMEOUT
         if log is not None:
-            log.debug("heartbeat_deferred", reason=reason)
+            log.debug("heartbeat_deferred", reason=reason, missed=missed)
 
 
 def _other_sign_of_life(link: Link, since: float) -> str | None:
-    """Why the peer counts as alive without its pong, or ``None`` if nothing says so."""
+    """Why the peer counts as alive without its pong, or ``None`` if nothing says so.
+
+    Our own backpressure comes first: with reading paused, the pong may be
+    waiting unread in the socket, and that is never held against the peer.
+    """
+    if link.reading_paused():
+        return "reading_paused"
     if link.last_rx >= since:
         return "data_received"
     if link.last_drain >= since:
         return "data_drained"
-    if link.reading_paused():
-        return "reading_paused"
     return None
 
 
