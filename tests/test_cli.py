@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import signal
 import ssl
@@ -11,11 +12,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import structlog
 import trustme
 from helpers import fast
 
 import wsclient
 from wsclient.cli import EXIT_FATAL, EXIT_GAVE_UP, EXIT_OK, EXIT_USAGE
+from wsclient.status_line import StatusLine, configure_logging, describe_client
 from wsclient.testing import FlakyServer
 
 FAST = ["--backoff-initial", "0.01", "--backoff-max", "0.05", "--open-timeout", "2"]
@@ -253,3 +256,37 @@ async def test_wait_closed_returns_on_a_clean_close_and_raises_what_stopped_the_
     with pytest.raises(wsclient.HandshakeRejected):
         await client.wait_closed()
     await client.close()
+
+
+async def test_status_line_redraws_in_place_and_prints_log_events_above_itself() -> None:
+    stream = io.StringIO()
+    status = StatusLine(stream, lambda: "open | 3 msgs", interval=0.001)
+    saved = structlog.get_config()
+    try:
+        configure_logging(stream, status=status)
+        status.draw()
+        structlog.get_logger("wsclient").info("connected", session_id="s1")
+        task = asyncio.create_task(status.run())
+        await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.wait({task})
+    finally:
+        structlog.configure(**saved)
+    text = stream.getvalue()
+    first, event, last = text.split("\r\x1b[K")[1:4]
+    assert first == "open | 3 msgs"
+    assert event.endswith("\n")
+    assert "connected" in event
+    assert "session_id=s1" in event
+    assert last == "open | 3 msgs"
+    assert text.endswith("open | 3 msgs\n")  # the last status stays on its own line
+
+
+async def test_describe_client_says_state_messages_reconnects_last_close_and_uptime() -> None:
+    client = wsclient.Client("ws://127.0.0.1:1")
+    client.stats.messages_in = 12
+    client.stats.reconnects = 2
+    client.stats.last_close_code = 1006
+    assert describe_client(client, started=100.0, now=3761.0 + 100.0) == (
+        "idle | 12 msgs | 2 reconnects | last close 1006 | up 1:02:41"
+    )
