@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import json
 import logging
+import sys
 from collections.abc import AsyncIterator
 
 import structlog
@@ -96,7 +97,10 @@ def _increasing(numbers: list[int]) -> bool:
 
 
 if __name__ == "__main__":
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="an echo server (default: an embedded one)")
     parser.add_argument("--workers", type=int, default=4)

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 
 import structlog
 from websockets.asyncio.server import ServerConnection
@@ -108,7 +109,10 @@ async def main(url: str | None, interval: float, duration: float) -> int:
 
 
 if __name__ == "__main__":
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a server that wants application pings (default: an embedded one)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between pings (default 1)")

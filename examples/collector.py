@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import signal
+import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -124,10 +125,10 @@ async def collect(url: str, out_path: Path, stop: asyncio.Event) -> Collector:
 class ResumableFeed:
     """The embedded feed: ticks every ``interval`` seconds, the last 10,000 kept for resume."""
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, first_seq: int = 1) -> None:
         self.interval = interval
         self.history: deque[int] = deque(maxlen=10_000)
-        self.next_seq = 1
+        self.next_seq = first_seq
         self._tick = asyncio.Event()
 
     async def produce(self) -> None:
@@ -161,7 +162,8 @@ class ResumableFeed:
 
 async def embedded(out_path: Path, stop: asyncio.Event, drop_every: float) -> Collector:
     """Collect from an embedded feed that drops every connection every ``drop_every`` seconds."""
-    feed = ResumableFeed(interval=0.01)
+    # Like a feed that kept running while this collector was stopped: it goes on from the file's last tick.
+    feed = ResumableFeed(interval=0.01, first_seq=last_seq_in(out_path) + 1)
     async with FlakyServer(handler=feed.handle) as server:
         producer = asyncio.create_task(feed.produce())
 
@@ -199,7 +201,10 @@ async def main(url: str | None, out_path: Path, duration: float | None, drop_eve
 
 
 if __name__ == "__main__":
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="the feed (default: an embedded one)")
     parser.add_argument("--out", type=Path, default=Path("ticks.jsonl"), help="JSON-lines file (appended)")

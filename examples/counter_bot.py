@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import signal
+import sys
 from collections.abc import Callable
 
 import structlog
@@ -126,7 +127,10 @@ async def remote(url: str, clicks: int) -> int:
 
 
 if __name__ == "__main__":
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running counter server (default: an embedded one)")
     parser.add_argument("--clicks", type=int, default=5, help="plus clicks to make first (default 5)")

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import logging
+import sys
 
 import structlog
 
@@ -65,7 +66,10 @@ async def main(drops: int, restarts: int) -> int:
 
 
 if __name__ == "__main__":
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--drops", type=int, default=3, help="abrupt connection drops (default 3)")
     parser.add_argument("--restarts", type=int, default=2, help="server restarts (default 2)")

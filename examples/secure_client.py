@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import logging
 import ssl
+import sys
 
 import structlog
 
@@ -81,7 +82,10 @@ async def main(url: str | None, ca: str | None) -> int:
 
 
 if __name__ == "__main__":
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a wss:// server that echoes (default: an embedded one)")
     parser.add_argument("--ca", help="PEM file of the CA that signed the server's certificate")

@@ -136,6 +136,13 @@ async def test_collector_records_gaps_resumes_and_stops_on_sigterm(
     gaps = [r for r in written if r["type"] == "gap"]
     assert all(g["cause"] == "connection_lost" and g["start"] <= g["end"] for g in gaps)  # type: ignore[operator]
 
+    # Started again on the same file, it resumes after the last tick it wrote.
+    code, _ = await run_example("collector.py", "--out", str(out), "--duration", "0.3")
+    assert code == 0
+    seqs = [r["seq"] for r in records() if r["type"] == "tick"]
+    assert len(seqs) > len(written) - len(gaps)
+    assert seqs == list(range(1, len(seqs) + 1))
+
 
 async def test_request_reply_embedded_and_with_url_and_timeout() -> None:
     code, out = await run_example("request_reply.py", "--name", "Ada")
