@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import structlog
 import trustme
-from helpers import fast
+from helpers import fast, until
 
 import wsclient
 from wsclient.cli import EXIT_FATAL, EXIT_GAVE_UP, EXIT_OK, EXIT_USAGE
+from wsclient.listen import ListenOptions, UsageError, listen
 from wsclient.status_line import StatusLine, configure_logging, describe_client
 from wsclient.testing import FlakyServer
 
@@ -290,3 +291,33 @@ async def test_describe_client_says_state_messages_reconnects_last_close_and_upt
     assert describe_client(client, started=100.0, now=3761.0 + 100.0) == (
         "idle | 12 msgs | 2 reconnects | last close 1006 | up 1:02:41"
     )
+
+
+async def test_listen_in_process_writes_messages_then_gaps_where_they_happened(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    stdout = io.StringIO()
+    async with FlakyServer("stream", stream_interval=0.005) as server:
+        options = ListenOptions(
+            url=server.url,
+            out=out,
+            jsonl=True,
+            count=20,
+            heartbeat=None,
+            backoff=wsclient.Backoff(initial=0.001, maximum=0.01),
+        )
+        listening = asyncio.create_task(listen(options, stdout=stdout))
+        await until(lambda: stdout.getvalue().count("\n") >= 5)
+        server.drop()
+        async with asyncio.timeout(10):
+            await listening
+    recorded = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [json.loads(line) for line in stdout.getvalue().splitlines()] == recorded
+    assert [r["type"] for r in recorded].count("message") == 20
+    (gap,) = [r for r in recorded if r["type"] == "gap"]
+    assert gap["cause"] == "connection_lost"
+    assert gap["attempts"] >= 1
+
+
+async def test_listen_refuses_a_bad_url_as_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="url must start with ws:// or wss://"):
+        await listen(ListenOptions(url="http://127.0.0.1:1"))

@@ -257,7 +257,7 @@ async def run_demo(
                     current[0] = f"steady before fault {number}/{len(faults) + 1}"
                     await asyncio.sleep(t(2.0))
                     current[0] = f"fault {number}/{len(faults) + 1}: {name}"
-                    result = await _run_fault(name, inject, client, collector, t)
+                    result = await _run_fault(name, inject, client, collector, server, t)
                     feed.release_stalled()
                     results.append(result)
                     say(_fault_line(number, result))
@@ -281,10 +281,13 @@ async def run_demo(
     return _summary(results, feed, collector, client, say)
 
 
-async def _run_fault(name: str, inject: Inject, client: Client, collector: Collector, t: Timing) -> FaultResult:
+async def _run_fault(
+    name: str, inject: Inject, client: Client, collector: Collector, server: FlakyServer, t: Timing
+) -> FaultResult:
     result = FaultResult(name)
     stats = client.stats
     outages_before, sessions_before = stats.outages_total, collector.sessions
+    rejected_before = len(server.requests) - server.accepted
     injected = time.time()
     await inject()
     back = await _within(
@@ -296,6 +299,8 @@ async def _run_fault(name: str, inject: Inject, client: Client, collector: Colle
         result.recovered = None if outage.end is None else outage.end - injected
         result.attempts = outage.attempts
         result.seen_as = f"{stats.last_close_code} {stats.last_cause}"
+        if rejected := len(server.requests) - server.accepted - rejected_before:
+            result.seen_as += f", {rejected} handshake{'s' if rejected > 1 else ''} refused"
     result.replayed = collector.replayed_by_session[-1] if collector.replayed_by_session else 0
     result.survived = back and not collector.missing
     return result
