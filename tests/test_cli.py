@@ -196,6 +196,7 @@ async def test_listen_gives_up_with_exit_1() -> None:
         (["listen", "ws://127.0.0.1:1", "--header", "no-colon"], "expected NAME:VALUE"),
         (["listen", "ws://127.0.0.1:1", "--ping-interval", "0"], "must be > 0"),
         (["listen", "ws://127.0.0.1:1", "--max-attempts", "x"], "not an integer"),
+        (["listen", "ws://127.0.0.1:1", "--backoff-initial", "5", "--backoff-max", "1"], "--backoff-max"),
         (["listen", "ws://127.0.0.1:1", "--ca", "/nonexistent/ca.pem"], "no such file"),
         (["listen", "ws://127.0.0.1:1", "--out", "/nonexistent/dir/out.jsonl"], "--out"),
         (["frobnicate"], "invalid choice"),

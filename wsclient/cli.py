@@ -23,12 +23,14 @@ from .listen import ListenOptions, UsageError, listen
 from .logs import describe_error
 from .status_line import StatusLine, configure_logging
 
-__all__ = ["EXIT_FATAL", "EXIT_GAVE_UP", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+__all__ = ["EXIT_FATAL", "EXIT_GAVE_UP", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 EXIT_OK = 0
 EXIT_GAVE_UP = 1
 EXIT_USAGE = 2
 EXIT_FATAL = 3
+EXIT_INTERRUPTED = 130
+"""Ctrl-C during ``demo`` (``listen`` treats Ctrl-C as a normal end)."""
 
 
 def _positive(text: str) -> float:
@@ -139,7 +141,7 @@ async def _run(args: argparse.Namespace, status: StatusLine | None) -> None:
             quiet=args.quiet,
             count=args.count,
             heartbeat=heartbeat,
-            backoff=Backoff(initial=args.backoff_initial, maximum=max(args.backoff_max, args.backoff_initial)),
+            backoff=_backoff(args.backoff_initial, args.backoff_max),
             max_attempts=args.max_attempts,
             max_outage=args.max_outage,
             idle_timeout=args.idle_timeout,
@@ -152,6 +154,13 @@ async def _run(args: argparse.Namespace, status: StatusLine | None) -> None:
 
         if not await run_demo(fast=args.fast, status=status):
             raise DemoFailed
+
+
+def _backoff(initial: float, maximum: float) -> Backoff:
+    try:
+        return Backoff(initial=initial, maximum=maximum)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--backoff-initial/--backoff-max: {exc}") from exc
 
 
 class DemoFailed(Exception):
@@ -179,4 +188,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FATAL
     except DemoFailed:
         return EXIT_GAVE_UP
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     return EXIT_OK
