@@ -160,6 +160,8 @@ async def listen(options: ListenOptions, *, stdout: TextIO | None = None, status
             await session.send(message)
 
     def on_message(message: Data) -> None:
+        if options.count is not None and recorder.messages >= options.count:
+            return  # arrived while closing after --count messages
         session = client.session
         try:
             recorder.message(message, session.id if session is not None else None)
