@@ -111,10 +111,17 @@ async def test_cut_after_n_bytes_breaks_the_handshake(proxy: FaultProxy, server:
 
 async def test_scheduled_faults_fire_later(proxy: FaultProxy, server: FlakyServer) -> None:
     async with wsclient.Client(proxy.url, **fast()) as client:
-        proxy.schedule(10 * MS, proxy.reset)
-        proxy.schedule(20 * MS, proxy.refuse)
+        await client.wait_open(timeout=5)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        proxy.schedule(10 * MS, proxy.refuse)
+        proxy.schedule(20 * MS, proxy.reset)
         proxy.schedule(60 * MS, proxy.accept)
         await until(lambda: proxy.resets == 1)
+        assert proxy.refusing
+        # Refused until the scheduled accept: the reconnect cannot come earlier.
         await until(lambda: client.stats.reconnects == 1)
+        assert loop.time() - start >= 60 * MS
+        assert not proxy.refusing
         assert proxy.accepted == 2
-    assert not proxy.refusing
+        assert client.stats.connect_attempts > 2

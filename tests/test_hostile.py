@@ -99,30 +99,75 @@ async def test_redirect_from_wss_to_ws_is_refused(server: FlakyServer) -> None:
     assert server.requests == []
 
 
-async def test_flood_of_large_messages_keeps_inbound_memory_bounded() -> None:
-    payload = "x" * 16384
-    sent = 0
-
-    async def flood(connection: object) -> None:
-        nonlocal sent
-        while True:
-            await connection.send(payload)  # type: ignore[attr-defined]
-            sent += 1
-
-    async with FlakyServer(handler=flood) as server:
-        tracemalloc.start()
-        try:
+async def test_flood_of_large_messages_keeps_inbound_memory_bounded(server: FlakyServer) -> None:
+    server.flood_next(16384)
+    tracemalloc.start()
+    try:
+        async with asyncio.timeout(BOUND):
             async with wsclient.Client(server.url, **fast(inbox_size=4, max_queue=2, compression=None)) as client:
+                # The application reads nothing: the client stops reading the socket instead of buffering.
                 await until(lambda: client.session is not None and client.session.reading_paused())
                 baseline = tracemalloc.get_traced_memory()[0]
-                await until(lambda: sent > 200)
+                await until(lambda: server.flooded > 200)
                 grown = tracemalloc.get_traced_memory()[0] - baseline
                 assert client.stats.sessions == 1
-        finally:
-            tracemalloc.stop()
+                assert client.stats.messages_in <= 4 + 2 + 1
+    finally:
+        tracemalloc.stop()
     # The server wrote 3 MiB and more; the client held on to less than a tenth of it.
-    assert sent * len(payload) > 3_000_000
+    assert server.flooded * 16384 > 3_000_000
     assert grown < 300_000
+
+
+async def test_message_over_max_size_is_fatal_and_names_the_cause(server: FlakyServer) -> None:
+    server.send_oversized_next(4096, count=5)
+    async with asyncio.timeout(BOUND), wsclient.Client(server.url, max_size=1024, **fast()) as client:
+        with pytest.raises(wsclient.FatalCloseError, match="by the client with code 1009") as caught:
+            await client.recv()
+    assert (caught.value.code, caught.value.closed_by) == (1009, "client")
+    assert server.accepted == 1
+    assert client.state is wsclient.State.CLOSED
+
+
+async def test_invalid_utf8_in_a_text_frame_is_fatal_and_names_the_cause(server: FlakyServer) -> None:
+    server.send_invalid_utf8_next(count=5)
+    async with asyncio.timeout(BOUND), wsclient.Client(server.url, **fast()) as client:
+        with pytest.raises(wsclient.FatalCloseError, match="by the client with code 1007") as caught:
+            await client.recv()
+    assert (caught.value.code, caught.value.closed_by) == (1007, "client")
+    assert server.accepted == 1
+
+
+@pytest.mark.parametrize("code", [1001, 1011, 1012, 1013, 1014])
+async def test_close_codes_that_may_pass_are_reconnected(server: FlakyServer, code: int) -> None:
+    server.flap_next(1, code=code, reason="chaos")
+    async with asyncio.timeout(BOUND), wsclient.Client(server.url, **fast()) as client:
+        await server.wait_for_connections(2)
+        await client.wait_open(timeout=BOUND)
+        assert (client.stats.last_close_code, client.stats.last_closed_by) == (code, "server")
+        await client.send("after the close")
+        assert await client.recv() == "after the close"
+    assert client.stats.outages[0].cause == "closed"
+    assert (client.stats.sessions, server.accepted) == (2, 2)
+
+
+@pytest.mark.parametrize("code", [1000, 4000, 4999])
+async def test_normal_and_application_close_codes_stop_the_client(server: FlakyServer, code: int) -> None:
+    server.flap_next(5, code=code)
+    async with asyncio.timeout(BOUND), wsclient.Client(server.url, **fast()) as client:
+        assert [message async for message in client] == []
+    assert client.state is wsclient.State.CLOSED
+    assert (client.stats.last_close_code, server.accepted) == (code, 1)
+
+
+@pytest.mark.parametrize("code", [1002, 1003, 1007, 1008, 1009, 1010])
+async def test_close_codes_that_say_stop_are_fatal(server: FlakyServer, code: int) -> None:
+    server.flap_next(5, code=code, reason="go away")
+    async with asyncio.timeout(BOUND), wsclient.Client(server.url, **fast()) as client:
+        with pytest.raises(wsclient.FatalCloseError) as caught:
+            await client.recv()
+    assert (caught.value.code, caught.value.reason, caught.value.closed_by) == (code, "go away", "server")
+    assert server.accepted == 1
 
 
 async def test_secrets_never_reach_the_logs_under_any_fault(server: FlakyServer) -> None:

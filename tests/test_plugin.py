@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -10,23 +11,56 @@ import pytest
 pytest_plugins = ["pytester"]
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "test_my_bot.py"
+PLAIN = ("-p", "no:cacheprovider", "-W", "error", "-o", "asyncio_default_fixture_loop_scope=function")
 
 
 @pytest.mark.parametrize("mode", ["strict", "auto"])
 def test_fixtures_work_in_both_asyncio_modes(pytester: pytest.Pytester, mode: str) -> None:
     shutil.copy(EXAMPLE, pytester.path / "test_my_bot.py")
-    result = pytester.runpytest_subprocess(
-        f"--asyncio-mode={mode}",
-        "-p",
-        "no:cacheprovider",
-        "-W",
-        "error",
-        "-o",
-        "asyncio_default_fixture_loop_scope=function",
-    )
+    result = pytester.runpytest_subprocess(f"--asyncio-mode={mode}", *PLAIN)
     result.assert_outcomes(passed=3)
 
 
-def test_fixtures_are_listed(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest_subprocess("--fixtures", "-o", "asyncio_default_fixture_loop_scope=function")
-    result.stdout.fnmatch_lines(["flaky_server -- *pytest_plugin.py*", "fault_proxy -- *pytest_plugin.py*"])
+def test_fixtures_are_listed_from_the_installed_plugin(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--fixtures", *PLAIN)
+    result.stdout.fnmatch_lines(
+        ["flaky_server -- *wsclient?testing?plugin.py*", "fault_proxy -- *wsclient?testing?plugin.py*"]
+    )
+
+
+def test_a_project_fixture_named_server_lives_beside_the_plugin(pytester: pytest.Pytester) -> None:
+    # Our own suite has ``server`` and ``stream_server`` fixtures; a user's may too.
+    pytester.makeconftest(
+        """
+        import pytest_asyncio
+        from wsclient.testing import FlakyServer
+
+        @pytest_asyncio.fixture
+        async def server():
+            async with FlakyServer("silent") as flaky:
+                yield flaky
+        """
+    )
+    pytester.makepyfile(
+        textwrap.dedent(
+            """
+            import pytest
+
+            @pytest.mark.asyncio
+            async def test_both(server, flaky_server, fault_proxy):
+                assert server.mode == "silent" and flaky_server.mode == "echo"
+                assert len({server.port, flaky_server.port, fault_proxy.port}) == 3
+            """
+        )
+    )
+    pytester.runpytest_subprocess("--asyncio-mode=strict", *PLAIN).assert_outcomes(passed=1)
+
+
+def test_without_pytest_asyncio_the_fixtures_say_what_to_install(pytester: pytest.Pytester) -> None:
+    # A project without pytest-asyncio: its import fails and its plugin is not loaded.
+    blocked = pytester.mkpydir("pytest_asyncio")
+    (blocked / "__init__.py").write_text("raise ImportError('pytest-asyncio is not installed')\n")
+    pytester.makepyfile("def test_bot(flaky_server):\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:asyncio", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*the flaky_server fixture runs on an event loop: install pytest-asyncio*"])

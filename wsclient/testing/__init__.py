@@ -1,6 +1,6 @@
 """Helpers to test code that uses wsclient against real servers on loopback."""
 
+from .fault_proxy import FaultProxy
 from .flaky_server import FlakyServer, Rejection
-from .proxy import FaultProxy
 
 __all__ = ["FaultProxy", "FlakyServer", "Rejection"]

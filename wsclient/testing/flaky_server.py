@@ -26,7 +26,7 @@ __all__ = ["FlakyServer", "Rejection"]
 T = TypeVar("T")
 Mode = Literal["echo", "stream", "silent"]
 HandshakeFault = Literal["status", "stall", "bad_accept", "bad_subprotocol"]
-ConnectionFault = tuple[Literal["flap", "stall"], int, str]
+ConnectionFault = tuple[Literal["flap", "stall", "oversized", "invalid_utf8", "flood"], int, str]
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
 
@@ -88,6 +88,8 @@ class FlakyServer:
         """Connections accepted so far."""
         self.seq = 0
         """The next sequence number ``"stream"`` mode will send."""
+        self.flooded = 0
+        """Messages sent by :meth:`flood_next` connections so far."""
         self._rejections: list[Rejection] = []
         self._bad_responses: dict[ServerConnection, Rejection] = {}
         self._stalled: set[ServerConnection] = set()
@@ -194,6 +196,31 @@ class FlakyServer:
         """Accept the next ``count`` connections, then neither read nor send: pings go unanswered."""
         self._connection_faults.extend(("stall", 0, "") for _ in range(count))
 
+    def send_oversized_next(self, size: int, *, count: int = 1) -> None:
+        """Accept the next ``count`` connections, then send each one text message of ``size`` bytes.
+
+        Over the client's ``max_size``, the client must fail the connection
+        (1009) rather than reconnect to meet the same message again.
+        """
+        if size < 1:
+            raise ValueError(f"size must be at least 1, got {size}")
+        self._connection_faults.extend(("oversized", size, "") for _ in range(count))
+
+    def send_invalid_utf8_next(self, *, count: int = 1) -> None:
+        """Accept the next ``count`` connections, then send each a text frame that is not valid UTF-8."""
+        self._connection_faults.extend(("invalid_utf8", 0, "") for _ in range(count))
+
+    def flood_next(self, size: int = 16384, *, count: int = 1) -> None:
+        """Accept the next ``count`` connections, then send ``size``-byte messages as fast as the socket takes them.
+
+        Faster than an application that stopped reading: the client's memory
+        must stay bounded by its inbox and websockets' ``max_queue``.
+        :attr:`flooded` counts the messages sent.
+        """
+        if size < 1:
+            raise ValueError(f"size must be at least 1, got {size}")
+        self._connection_faults.extend(("flood", size, "") for _ in range(count))
+
     async def send_all(self, message: str | bytes) -> None:
         """Send ``message`` on every open connection."""
         for connection in list(self.connections):
@@ -272,12 +299,7 @@ class FlakyServer:
         self._notify()
         try:
             if self._connection_faults:
-                kind, code, reason = self._connection_faults.pop(0)
-                if kind == "flap":
-                    await connection.close(code, reason)
-                else:
-                    connection.transport.pause_reading()
-                    await connection.wait_closed()
+                await self._misbehave(connection, *self._connection_faults.pop(0))
             elif self.handler is not None:
                 await self.handler(connection)
             elif self.mode == "stream":
@@ -294,6 +316,24 @@ class FlakyServer:
         finally:
             self.connections.discard(connection)
             self._notify()
+
+    async def _misbehave(self, connection: ServerConnection, kind: str, number: int, reason: str) -> None:
+        if kind == "flap":
+            await connection.close(number, reason)
+            return
+        if kind == "stall":
+            connection.transport.pause_reading()
+        elif kind == "oversized":
+            await connection.send("x" * number)
+        elif kind == "invalid_utf8":
+            # Bytes sent as a text frame: websockets does not check what it sends.
+            await connection.send(b"\xff\xfe not UTF-8", text=True)
+        elif kind == "flood":
+            payload = "x" * number
+            while True:
+                await connection.send(payload)
+                self.flooded += 1
+        await connection.wait_closed()
 
     async def _record(self, connection: ServerConnection, *, echo: bool = False) -> None:
         with contextlib.suppress(ConnectionClosed):
