@@ -25,6 +25,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--soak-seed", type=int, default=20261122, help="seed of the soak's fault schedule")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give the soak a time limit that grows with ``--soak-seconds``, so a long run is not cut short."""
+    limit = config.getoption("--soak-seconds") + 60
+    for item in items:
+        if item.path.name == "test_soak.py" and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(limit))
+
+
 @pytest.fixture(autouse=True)
 async def clean_loop() -> AsyncIterator[None]:
     """Fail the test if it leaks a task or leaves an error the loop had to report."""

@@ -243,6 +243,17 @@ class FaultSchedule:
         self.proxy.reset()
 
 
+class SummaryAtTheEnd:
+    """Writes the soak's summary in pytest's terminal summary, where CI output shows it without ``-s``."""
+
+    def __init__(self, line: str) -> None:
+        self.line = line
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        terminalreporter.write_sep("-", "chaos soak")
+        terminalreporter.write_line(self.line)
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
@@ -252,6 +263,7 @@ async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.Capture
     seed: int = request.config.getoption("--soak-seed")
     rng = random.Random(seed)
     fds_before = open_fds()
+    tasks_before = asyncio.all_tasks()
     stream = StreamServer()
     tracemalloc.start()
     # The client library and websockets; the servers' recordings are bounded by their history.
@@ -304,7 +316,8 @@ async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.Capture
                 sender.cancel()
                 # Every fault is off: the last session delivers what is left.
                 sent = app.next_id
-                await settle("every send arrived", lambda: len(stream.arrived) == sent)
+                # Settle on the last acknowledgement, not on a count: a lost message must fail the
+                # assertion below with the summary, not time out here.
                 await settle("every send acknowledged", lambda: app.max_acked == sent - 1)
                 await settle("the stream flows", lambda: app.received > 0 and app.last_seq >= 0)
                 stats = client.stats
@@ -312,6 +325,7 @@ async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.Capture
     finally:
         tracemalloc.stop()
     gc.collect()
+    tasks_left = [t for t in asyncio.all_tasks() - tasks_before if t is not asyncio.current_task() and not t.done()]
     diffs = end.compare_to(middle, "lineno")
     growth = sum(stat.size_diff for stat in diffs)
     grew = "; ".join(str(stat) for stat in diffs[:3])
@@ -325,10 +339,11 @@ async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.Capture
         f"{app.out_of_order} out of order; sent {sent}, arrived {len(stream.arrived)}, "
         f"written into broken connections and sent again {app.resends} (server dropped {stream.duplicates} "
         f"duplicates), sends interrupted {stats.sends_interrupted}; memory growth in 2nd half {growth} B; "
-        f"fds {fds_before} -> {open_fds()}"
+        f"fds {fds_before} -> {open_fds()}; tasks left {len(tasks_left)}"
     )
     with capsys.disabled():
         print(f"\n{summary}")
+    request.config.pluginmanager.register(SummaryAtTheEnd(summary), "wsclient-soak-summary")
 
     assert faults >= 300, summary
     assert len(schedule.fired) == len(schedule.kinds), "every kind of fault fired"
@@ -343,3 +358,4 @@ async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.Capture
     assert stats.reconnects >= 100, summary
     assert growth < 256 * 1024, f"{summary}; grew most: {grew}"
     assert open_fds() == fds_before, summary
+    assert tasks_left == [], summary
