@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -38,6 +39,22 @@ async def test_reset_looks_like_a_broken_connection(proxy: FaultProxy, server: F
         assert await echo(client, "after reset") == "after reset"
     assert client.stats.outages[0].cause == "connection_lost"
     assert proxy.resets == 1
+
+
+async def test_reset_sends_an_rst_not_a_fin(proxy: FaultProxy, server: FlakyServer) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(b"GET / HTTP/1.1\r\n")  # half a handshake: the server waits for the rest
+        await until(lambda: proxy.connections == 1 and proxy.bytes_forwarded > 0)
+        assert proxy.reset() == 1
+        # A FIN would read as b"" (end of stream); an RST is an error.
+        with pytest.raises(ConnectionResetError):
+            async with asyncio.timeout(5):
+                await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
 
 
 async def test_blackhole_is_caught_by_the_heartbeat_and_restore_lets_it_back(
