@@ -142,3 +142,19 @@ async def test_scheduled_faults_fire_later(proxy: FaultProxy, server: FlakyServe
         assert not proxy.refusing
         assert proxy.accepted == 2
         assert client.stats.connect_attempts > 2
+
+
+async def test_stop_cancels_a_scheduled_fault_that_is_still_running(server: FlakyServer) -> None:
+    started = asyncio.Event()
+
+    async def long_blackhole(proxy: FaultProxy) -> None:
+        proxy.blackhole()
+        started.set()
+        await asyncio.sleep(3600)
+
+    async with asyncio.timeout(5):
+        async with FaultProxy(server.port) as proxy:
+            proxy.schedule(MS, lambda: long_blackhole(proxy))
+            await started.wait()
+        # Stopped at once, and with every fault off.
+        assert not proxy.blackholed

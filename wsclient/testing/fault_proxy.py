@@ -147,6 +147,9 @@ class FaultProxy:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
+        # A scheduled fault still running (a blackhole with a sleep, say) is cancelled, not awaited.
+        for task in self._tasks:
+            task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks)
         self._refusing = False
