@@ -84,6 +84,15 @@ async def test_redirect_is_followed(server: FlakyServer) -> None:
         assert target.requests[0].path == "/moved"
 
 
+async def test_endless_redirects_are_fatal_not_followed_forever(server: FlakyServer) -> None:
+    server.redirect_next(f"{server.url}/again", count=100)
+    async with asyncio.timeout(BOUND):
+        with pytest.raises(wsclient.HandshakeError, match="more than 10 redirects"):
+            async with wsclient.Client(server.url, **fast()):
+                pass
+    assert len(server.requests) <= 11
+
+
 async def test_redirect_from_wss_to_ws_is_refused(server: FlakyServer) -> None:
     ca = trustme.CA()
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
