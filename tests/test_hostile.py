@@ -208,3 +208,27 @@ async def test_secrets_never_reach_the_logs_under_any_fault(server: FlakyServer)
     dump = repr(events)
     for secret in secrets:
         assert secret not in dump
+
+
+async def test_a_write_blocked_when_the_network_dies_is_counted_as_interrupted(server: FlakyServer) -> None:
+    # A blackhole under backpressure: a send waits on a full buffer until the heartbeat ends the session.
+    payload = bytes(range(256)) * 400  # 100 KiB that compression cannot shrink
+    heartbeat = wsclient.Heartbeat(interval=10 * MS, timeout=30 * MS)
+    handed = 0
+    async with FaultProxy(server.port) as proxy:
+        settings = fast(heartbeat=heartbeat, compression=None, open_timeout=50 * MS)
+        async with asyncio.timeout(BOUND), wsclient.Client(proxy.url, **settings) as client:
+            await client.wait_open(timeout=BOUND)
+            proxy.blackhole()
+            # Send until a message had to be buffered: the session is gone.
+            while client.stats.buffered == 0:
+                await client.send(payload)
+                handed += 1
+            await until(lambda: client.stats.outages_total == 1)
+            stats = client.stats
+            # Written, interrupted or still buffered: no message handed to send() is unaccounted for.
+            assert stats.messages_out + stats.sends_interrupted + stats.buffered == handed
+            assert stats.sends_interrupted == 1
+            assert stats.outages[0].cause == "heartbeat_timeout"
+            proxy.restore()
+            await client.wait_open(timeout=BOUND)

@@ -330,7 +330,12 @@ class Client:
                 self.stats.sends_interrupted += 1
                 self._log.warning("send_interrupted", session_id=session.id)
             else:
-                self.stats.messages_out += 1
+                # websockets returns normally when the connection is aborted while a send waits to drain.
+                if session.is_open:
+                    self.stats.messages_out += 1
+                else:
+                    self.stats.sends_interrupted += 1
+                    self._log.warning("send_interrupted", session_id=session.id)
             return
         if outbox.full():
             if self._state is State.OPEN or self.config.overflow == "wait":

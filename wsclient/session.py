@@ -153,7 +153,11 @@ class Session:
             if written:
                 self._stats.sends_interrupted += 1
             raise
-        self._stats.messages_out += 1
+        if self.is_open:
+            self._stats.messages_out += 1
+        else:
+            # Aborted while the send waited to drain: websockets returns without raising.
+            self._stats.sends_interrupted += 1
 
     async def recv(self) -> Data:
         """Receive the next message of this connection (only before the consumer starts)."""
@@ -279,6 +283,10 @@ class Session:
                 try:
                     await connection.send(message)
                 except ConnectionClosed:
+                    stats.sends_interrupted += 1
+                    return
+                if connection.state is not ProtocolState.OPEN:
+                    # Aborted while the send waited to drain: websockets returns without raising.
                     stats.sends_interrupted += 1
                     return
                 stats.messages_out += 1
