@@ -158,3 +158,30 @@ async def test_stop_cancels_a_scheduled_fault_that_is_still_running(server: Flak
             await started.wait()
         # Stopped at once, and with every fault off.
         assert not proxy.blackholed
+
+
+@pytest.mark.parametrize("overflow", ["error", "drop_oldest"])
+async def test_sender_waiting_for_space_when_the_peer_dies_gets_the_overflow_policy(
+    proxy: FaultProxy, server: FlakyServer, overflow: str
+) -> None:
+    """A send that waits for outbox space while open must not hang once the session is gone."""
+    heartbeat = wsclient.Heartbeat(interval=10 * MS, timeout=30 * MS)
+    settings = fast(heartbeat=heartbeat, open_timeout=50 * MS, max_buffered=5, overflow=overflow)
+    async with wsclient.Client(proxy.url, **settings) as client:
+        proxy.blackhole()
+        sent = 0
+        async with asyncio.timeout(5):
+            while client.state is not wsclient.State.RECONNECTING or client.stats.dropped < 3:
+                session = client.session
+                if session is not None and session.is_open:
+                    await asyncio.sleep(0)  # let the heartbeat notice; once it has, send without yielding
+                try:
+                    await client.send(f"m{sent}")
+                except wsclient.BufferFull:
+                    assert overflow == "error"
+                    assert client.state is wsclient.State.RECONNECTING
+                    break
+                sent += 1
+        assert len(client.unsent()) == 5
+        proxy.restore()
+        await client.wait_open(timeout=5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from .errors import BufferFull
@@ -145,9 +146,13 @@ class Outbox(Generic[T]):
         self._space.wake_all()
         self._nonempty.wake_all()
 
-    async def wait_for_space(self) -> None:
-        """Return once a message fits, or once the outbox is closed."""
-        while len(self._items) >= self.limit and not self._closed:
+    def wake(self) -> None:
+        """Wake every task waiting for space so it can look at the client's state again."""
+        self._space.wake_all()
+
+    async def wait_for_space(self, keep_waiting: Callable[[], bool] = lambda: True) -> None:
+        """Return once a message fits, the outbox is closed, or ``keep_waiting()`` turns false after a wake-up."""
+        while len(self._items) >= self.limit and not self._closed and keep_waiting():
             await self._space.wait()
 
     async def wait_until_empty(self) -> None:

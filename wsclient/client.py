@@ -259,6 +259,8 @@ class Client:
         old = self._state
         self._state = check_transition(old, new)
         self._log.debug("state", old=old.value, new=new.value)
+        if old is State.OPEN:
+            self._outbox.wake()
 
     def _is_open(self) -> bool:
         return self._state is State.OPEN
@@ -337,9 +339,10 @@ class Client:
                     self.stats.sends_interrupted += 1
                     self._log.warning("send_interrupted", session_id=session.id)
             return
-        if outbox.full():
+        while outbox.full():
             if self._state is State.OPEN or self.config.overflow == "wait":
-                await outbox.wait_for_space()
+                # Woken by a flush, by close, or by a state change: leaving OPEN applies the overflow policy.
+                await outbox.wait_for_space(self._waits_for_space)
                 if self._is_stopping():
                     raise ClientClosed("cannot send: client closed while waiting for outbox space")
             elif self.config.overflow == "drop_oldest":
@@ -349,6 +352,9 @@ class Client:
             else:
                 raise BufferFull(outbox.limit)
         outbox.add(message)
+
+    def _waits_for_space(self) -> bool:
+        return self._state is State.OPEN or self.config.overflow == "wait"
 
     def unsent(self) -> list[Data]:
         """Messages handed to ``send()`` that no session has written yet (all of them, once closed)."""
