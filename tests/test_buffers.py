@@ -23,6 +23,23 @@ async def test_inbox_is_fifo_and_applies_backpressure_when_full() -> None:
     assert [await inbox.get(), await inbox.get()] == [2, 3]
 
 
+async def test_inbox_fast_paths_keep_order_bounds_and_wake_ups() -> None:
+    inbox: Inbox[str] = Inbox(2)
+    assert inbox.poll() is None
+    reader = asyncio.create_task(inbox.get())
+    await asyncio.sleep(0)
+    assert inbox.offer("a")
+    assert await reader == "a"
+    assert inbox.offer("b") and inbox.offer("c")
+    assert not inbox.offer("refused: full")
+    writer = asyncio.create_task(inbox.put("d"))
+    await asyncio.sleep(0)
+    assert not writer.done()
+    assert inbox.poll() == "b"
+    await writer
+    assert [inbox.poll(), inbox.poll(), inbox.poll()] == ["c", "d", None]
+
+
 async def test_inbox_close_lets_readers_drain_then_raises() -> None:
     inbox: Inbox[str] = Inbox(10)
     await inbox.put("a")

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
 
 from .errors import BufferFull
 from .stats import Stats
 
-__all__ = ["Inbox", "Outbox"]
+__all__ = ["Deliver", "Inbox", "Outbox"]
 
 T = TypeVar("T")
 
@@ -23,34 +23,35 @@ T = TypeVar("T")
 class _Waiters:
     """Futures of tasks waiting for a condition, woken one at a time in FIFO order."""
 
-    __slots__ = ("_futures",)
+    __slots__ = ("futures",)
 
     def __init__(self) -> None:
-        self._futures: deque[asyncio.Future[None]] = deque()
+        self.futures: deque[asyncio.Future[None]] = deque()
+        """Non-empty while some task waits: the hot paths test it before calling ``wake_one()``."""
 
     async def wait(self) -> None:
         future = asyncio.get_running_loop().create_future()
-        self._futures.append(future)
+        self.futures.append(future)
         try:
             await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 # Woken, then cancelled before using the turn: pass it on.
                 self.wake_one()
-            elif future in self._futures:
-                self._futures.remove(future)
+            elif future in self.futures:
+                self.futures.remove(future)
             raise
 
     def wake_one(self) -> None:
-        while self._futures:
-            future = self._futures.popleft()
+        while self.futures:
+            future = self.futures.popleft()
             if not future.done():
                 future.set_result(None)
                 return
 
     def wake_all(self) -> None:
-        while self._futures:
-            future = self._futures.popleft()
+        while self.futures:
+            future = self.futures.popleft()
             if not future.done():
                 future.set_result(None)
 
@@ -73,6 +74,16 @@ class Inbox(Generic[T]):
     def full(self) -> bool:
         return len(self._items) >= self._limit
 
+    def offer(self, item: T) -> bool:
+        """Append ``item`` if it fits, without waiting: the consumer's fast path."""
+        items = self._items
+        if len(items) >= self._limit:
+            return False
+        items.append(item)
+        if self._getters.futures:
+            self._getters.wake_one()
+        return True
+
     async def put(self, item: T) -> None:
         """Append ``item``, waiting while the inbox is full (backpressure on the session)."""
         while len(self._items) >= self._limit and self._end is None:
@@ -89,6 +100,16 @@ class Inbox(Generic[T]):
             await self._getters.wait()
         item = items.popleft()
         self._putters.wake_one()
+        return item
+
+    def poll(self) -> T | None:
+        """Remove and return the oldest message if there is one, without waiting: the reader's fast path."""
+        items = self._items
+        if not items:
+            return None
+        item = items.popleft()
+        if self._putters.futures:
+            self._putters.wake_one()
         return item
 
     def close(self, end: BaseException) -> None:
@@ -163,3 +184,7 @@ class Outbox(Generic[T]):
     async def wait_for_items(self) -> None:
         while not self._items:
             await self._nonempty.wait()
+
+
+Deliver = Inbox[Any] | Callable[[Any], Awaitable[None]]
+"""Where a session hands each received message: the client's inbox, or a wrapped ``on_message`` handler."""

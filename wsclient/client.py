@@ -8,12 +8,11 @@ import ssl as ssl_module
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
 from .backoff import Backoff
-from .buffers import Inbox, Outbox
+from .buffers import Deliver, Inbox, Outbox
 from .config import ClientConfig, Data, HeadersSource, MessageHandler, OnConnect, Overflow, UrlSource
 from .errors import BufferFull, ClientClosed, WsClientError
 from .events import State, check_transition
@@ -273,10 +272,10 @@ class Client:
 
     # Receiving
 
-    def _make_deliver(self) -> Any:
+    def _make_deliver(self) -> Deliver:
         handler = self.config.on_message
         if handler is None:
-            return self._inbox.put
+            return self._inbox
         log = self._log
 
         async def deliver(message: Data) -> None:
@@ -305,6 +304,9 @@ class Client:
         return self
 
     async def __anext__(self) -> Data:
+        message = self._inbox.poll()
+        if message is not None:  # only ever filled without on_message, once started: nothing for recv() to check
+            return message
         try:
             return await self.recv()
         except ClientClosed:

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State as ProtocolState
 from websockets.typing import Subprotocol
 
-from .buffers import Outbox
+from .buffers import Deliver, Inbox, Outbox
 from .config import ClientConfig, Data
 from .events import Cause, ClosedBy, SessionEnd
 from .heartbeat import run_heartbeat, run_idle_watchdog
@@ -206,7 +206,7 @@ class Session:
         self,
         on_connect: Callable[[Session], Awaitable[None]] | None,
         on_ready: Callable[[Session], None],
-        deliver: Callable[[Data], Awaitable[None]],
+        deliver: Deliver,
         outbox: Outbox[Data],
     ) -> SessionEnd:
         """Run the session to its end and say why it ended.
@@ -232,7 +232,7 @@ class Session:
         tg: asyncio.TaskGroup,
         on_connect: Callable[[Session], Awaitable[None]] | None,
         on_ready: Callable[[Session], None],
-        deliver: Callable[[Data], Awaitable[None]],
+        deliver: Deliver,
         outbox: Outbox[Data],
         watchers: list[asyncio.Task[None]],
     ) -> SessionEnd:
@@ -293,13 +293,21 @@ class Session:
             self.ready = True
             await outbox.wait_for_items()
 
-    async def _consume(self, deliver: Callable[[Data], Awaitable[None]]) -> SessionEnd:
+    async def _consume(self, deliver: Deliver) -> SessionEnd:
         recv, stats = self.connection.recv, self._stats
         try:
-            while True:
-                message = await recv()
-                stats.messages_in += 1
-                await deliver(message)
+            if isinstance(deliver, Inbox):
+                offer, put = deliver.offer, deliver.put
+                while True:
+                    message = await recv()
+                    stats.messages_in += 1
+                    if not offer(message):
+                        await put(message)
+            else:
+                while True:
+                    message = await recv()
+                    stats.messages_in += 1
+                    await deliver(message)
         except ConnectionClosed:
             return await self._ended()
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_exception
 
-from .buffers import Outbox
+from .buffers import Deliver, Outbox
 from .config import ClientConfig, Data, check_url
 from .errors import FatalError, GaveUp, HandshakeError
 from .events import SessionEnd, State
@@ -53,7 +53,7 @@ class Supervisor:
         config: ClientConfig,
         stats: Stats,
         outbox: Outbox[Data],
-        deliver: Callable[[Data], Awaitable[None]],
+        deliver: Deliver,
         set_state: Callable[[State], None],
         log: Any,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
