@@ -267,6 +267,10 @@ class Session:
             cause = await watch()
         except ConnectionClosed:
             return
+        if self._cause is not None or self.connection.state is not ProtocolState.OPEN:
+            # Already closing (our close, the server's, or another watcher's verdict), bounded by close_timeout:
+            # a verdict now would be a false alarm, and would misname why the session ended.
+            return
         self._log.warning(
             cause.value, session_id=self.id, silent_for=round(self.connection.loop.time() - self.last_rx, 3)
         )
