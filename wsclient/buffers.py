@@ -123,10 +123,11 @@ class Inbox(Generic[T]):
 class Outbox(Generic[T]):
     """Messages handed to ``send()`` that no session has written yet, oldest first."""
 
-    __slots__ = ("_closed", "_items", "_nonempty", "_space", "_stats", "limit")
+    __slots__ = ("_closed", "_nonempty", "_space", "_stats", "limit", "queue")
 
     def __init__(self, limit: int, stats: Stats) -> None:
-        self._items: deque[T] = deque()
+        self.queue: deque[T] = deque()
+        """The buffered messages, oldest first: read it freely, change it only through ``add()`` and ``pop()``."""
         self.limit = limit
         self._stats = stats
         self._nonempty = _Waiters()
@@ -134,30 +135,30 @@ class Outbox(Generic[T]):
         self._closed = False
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self.queue)
 
     def full(self) -> bool:
-        return len(self._items) >= self.limit
+        return len(self.queue) >= self.limit
 
     def items(self) -> list[T]:
-        return list(self._items)
+        return list(self.queue)
 
     def add(self, item: T, *, drop_oldest: bool = False) -> None:
         """Append ``item``; when full, raise ``BufferFull`` or drop the oldest message."""
-        if len(self._items) >= self.limit:
+        if len(self.queue) >= self.limit:
             if not drop_oldest:
                 raise BufferFull(self.limit)
             self._stats.dropped += 1
-            if not self._items:
+            if not self.queue:
                 return
-            self._items.popleft()
-        self._items.append(item)
-        self._stats.buffered = len(self._items)
+            self.queue.popleft()
+        self.queue.append(item)
+        self._stats.buffered = len(self.queue)
         self._nonempty.wake_one()
 
     def pop(self) -> T:
-        item = self._items.popleft()
-        self._stats.buffered = len(self._items)
+        item = self.queue.popleft()
+        self._stats.buffered = len(self.queue)
         self._space.wake_all()
         return item
 
@@ -173,16 +174,16 @@ class Outbox(Generic[T]):
 
     async def wait_for_space(self, keep_waiting: Callable[[], bool] = lambda: True) -> None:
         """Return once a message fits, the outbox is closed, or ``keep_waiting()`` turns false after a wake-up."""
-        while len(self._items) >= self.limit and not self._closed and keep_waiting():
+        while len(self.queue) >= self.limit and not self._closed and keep_waiting():
             await self._space.wait()
 
     async def wait_until_empty(self) -> None:
         """Return once every buffered message was written, or once the outbox is closed."""
-        while self._items and not self._closed:
+        while self.queue and not self._closed:
             await self._space.wait()
 
     async def wait_for_items(self) -> None:
-        while not self._items:
+        while not self.queue:
             await self._nonempty.wait()
 
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State as ProtocolState
 
 from .backoff import Backoff
 from .buffers import Deliver, Inbox, Outbox
@@ -26,6 +27,7 @@ from .supervisor import Supervisor
 __all__ = ["Client"]
 
 _DATA_TYPES = (str, bytes, bytearray, memoryview)
+_OPEN = ProtocolState.OPEN
 
 
 class Client:
@@ -327,19 +329,18 @@ class Client:
             raise ClientClosed("cannot send: client is closed")
         session = self._supervisor.session
         outbox = self._outbox
-        if session is not None and session.ready and not len(outbox) and session.is_open:
+        # The hot path: attribute reads only, no method call before websockets' own send().
+        if session is not None and session.ready and not outbox.queue and session.protocol.state is _OPEN:
             try:
                 await session.connection.send(message)
             except ConnectionClosed:
-                self.stats.sends_interrupted += 1
-                self._log.warning("send_interrupted", session_id=session.id)
+                self._interrupted(session)
+                return
+            # websockets returns normally when the connection is aborted while a send waits to drain.
+            if session.protocol.state is _OPEN:
+                self.stats.messages_out += 1
             else:
-                # websockets returns normally when the connection is aborted while a send waits to drain.
-                if session.is_open:
-                    self.stats.messages_out += 1
-                else:
-                    self.stats.sends_interrupted += 1
-                    self._log.warning("send_interrupted", session_id=session.id)
+                self._interrupted(session)
             return
         while outbox.full():
             if self._state is State.OPEN or self.config.overflow == "wait":
@@ -354,6 +355,10 @@ class Client:
             else:
                 raise BufferFull(outbox.limit)
         outbox.add(message)
+
+    def _interrupted(self, session: Session) -> None:
+        self.stats.sends_interrupted += 1
+        self._log.warning("send_interrupted", session_id=session.id)
 
     def _waits_for_space(self) -> bool:
         return self._state is State.OPEN or self.config.overflow == "wait"

@@ -107,6 +107,8 @@ class Session:
         self.number = next(_session_numbers)
         self.id = f"s{self.number}"
         self.connection = connection
+        self.protocol = connection.protocol
+        """websockets' sans-I/O protocol: its ``state`` is the cheapest test of an open connection."""
         self._config = config
         self._stats = stats
         self._log = log
