@@ -26,7 +26,9 @@ class _Waiters:
     __slots__ = ("futures",)
 
     def __init__(self) -> None:
-        self.futures: deque[asyncio.Future[None]] = deque()
+        # A list, not a deque: a deque's first block costs 760 bytes, four of them per client, and
+        # waiters are few, so popping the head is cheap.
+        self.futures: list[asyncio.Future[None]] = []
         """Non-empty while some task waits: the hot paths test it before calling ``wake_one()``."""
 
     async def wait(self) -> None:
@@ -44,14 +46,14 @@ class _Waiters:
 
     def wake_one(self) -> None:
         while self.futures:
-            future = self.futures.popleft()
+            future = self.futures.pop(0)
             if not future.done():
                 future.set_result(None)
                 return
 
     def wake_all(self) -> None:
-        while self.futures:
-            future = self.futures.popleft()
+        futures, self.futures = self.futures, []
+        for future in futures:
             if not future.done():
                 future.set_result(None)
 
