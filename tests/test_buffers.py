@@ -30,7 +30,8 @@ async def test_inbox_fast_paths_keep_order_bounds_and_wake_ups() -> None:
     await asyncio.sleep(0)
     assert inbox.offer("a")
     assert await reader == "a"
-    assert inbox.offer("b") and inbox.offer("c")
+    assert inbox.offer("b")
+    assert inbox.offer("c")
     assert not inbox.offer("refused: full")
     writer = asyncio.create_task(inbox.put("d"))
     await asyncio.sleep(0)
