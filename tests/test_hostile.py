@@ -232,3 +232,49 @@ async def test_a_write_blocked_when_the_network_dies_is_counted_as_interrupted(s
             assert stats.outages[0].cause == "heartbeat_timeout"
             proxy.restore()
             await client.wait_open(timeout=BOUND)
+
+
+@pytest.mark.parametrize("idle_timeout", [None, 20 * MS])
+async def test_close_1000_without_a_tcp_close_stays_a_deliberate_close(idle_timeout: float | None) -> None:
+    """A server that closes with 1000 but never closes TCP: no hang, and no watchdog renames the close."""
+    from websockets.frames import Close, Frame, Opcode
+    from websockets.http11 import Request
+    from websockets.server import ServerProtocol
+
+    connections: list[asyncio.StreamWriter] = []
+    received: list[wsclient.Data] = []
+
+    async def close_and_linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        protocol = ServerProtocol()
+        while not (events := protocol.events_received()):
+            protocol.receive_data(await reader.read(65536))
+        request = events[0]
+        assert isinstance(request, Request)
+        protocol.send_response(protocol.accept(request))
+        writer.writelines(protocol.data_to_send())
+        writer.write(Frame(Opcode.CLOSE, Close(1000, "done").serialize()).serialize(mask=False))
+        await reader.read()  # the client's close frame, then its own TCP close once close_timeout ran out
+
+    server = await asyncio.start_server(close_and_linger, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with capture_logs() as events:
+            async with asyncio.timeout(BOUND):
+                client = wsclient.Client(
+                    f"ws://127.0.0.1:{port}",
+                    **fast(idle_timeout=idle_timeout, close_timeout=200 * MS, on_message=received.append),
+                )
+                async with client:
+                    await client.wait_closed()
+    finally:
+        for writer in connections:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert client.state is wsclient.State.CLOSED
+    assert client.stats.sessions == 1
+    assert (client.stats.last_close_code, client.stats.last_closed_by) == (1000, "server")
+    assert client.stats.last_cause == "closed"
+    assert "idle_timeout" not in [e["event"] for e in events]
+    assert received == []

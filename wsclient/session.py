@@ -32,14 +32,27 @@ _session_numbers = itertools.count(1)
 
 
 class TrackedConnection(ClientConnection):
-    """A websockets connection that also notes when bytes arrive and when writes drain."""
+    """A websockets connection that also notes when bytes arrive and when writes drain.
+
+    It also enforces ``close_timeout`` after the server's close frame: websockets
+    sets that deadline but only a later ``send()`` or ``close()`` acts on it, so a
+    server that closes with 1000 and keeps TCP open would leave ``recv()`` waiting forever.
+    """
 
     last_rx: float = 0.0
     last_drain: float = 0.0
+    _close_timer: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = self.loop.time()
         super().data_received(data)
+        if self.close_deadline is not None and self._close_timer is None:
+            self._close_timer = self.loop.call_at(self.close_deadline, self.transport.abort)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        super().connection_lost(exc)
 
     def resume_writing(self) -> None:
         self.last_drain = self.loop.time()
@@ -270,8 +283,8 @@ class Session:
         except ConnectionClosed:
             return
         if self._cause is not None or self.connection.state is not ProtocolState.OPEN:
-            # Already closing (our close, the server's, or another watcher's verdict), bounded by close_timeout:
-            # a verdict now would be a false alarm, and would misname why the session ended.
+            # Already closing (our close, the server's, or another watcher's verdict), and bounded by
+            # close_timeout: a verdict now would be a false alarm and would misname why the session ended.
             return
         self._log.warning(
             cause.value, session_id=self.id, silent_for=round(self.connection.loop.time() - self.last_rx, 3)
