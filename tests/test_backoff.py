@@ -32,9 +32,16 @@ def test_multiplier_sets_the_growth() -> None:
     assert [wait(state(n)) for n in range(1, 5)] == [1.0, 3.0, 9.0, 27.0]
 
 
+def test_default_bounds_grow_by_half_from_half_a_second_to_thirty() -> None:
+    wait = Backoff(jitter=False).wait()
+    assert [round(wait(state(n)), 4) for n in (1, 2, 3, 4, 5)] == [0.5, 0.75, 1.125, 1.6875, 2.5312]
+    assert wait(state(12)) == 30.0
+    assert wait(state(50)) == 30.0
+
+
 def test_full_jitter_stays_within_the_bound_and_spreads() -> None:
     random.seed(1234)
-    wait = Backoff(initial=0.5, maximum=4.0).wait()
+    wait = Backoff(initial=0.5, maximum=4.0, multiplier=2.0).wait()
     for attempt, bound in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (9, 4.0)]:
         delays = [wait(state(attempt)) for _ in range(200)]
         assert all(0.0 <= d <= bound for d in delays)
@@ -50,7 +57,7 @@ def test_retry_after_lengthens_the_next_delay() -> None:
 
 
 def test_retry_after_is_capped() -> None:
-    wait = Backoff(initial=0.5, maximum=4.0, jitter=False, max_retry_after=20.0).wait()
+    wait = Backoff(initial=0.5, maximum=4.0, multiplier=2.0, jitter=False, max_retry_after=20.0).wait()
     rejected = InvalidStatus(Response(429, "slow down", Headers({"Retry-After": "99999"})))
     assert wait(state(2, rejected)) == 1.0 + 20.0
 
@@ -74,7 +81,7 @@ async def test_stop_after_max_attempts_in_a_real_retry_loop() -> None:
         calls += 1
         raise ConnectionRefusedError
 
-    backoff = Backoff(initial=1.0, maximum=8.0, jitter=False)
+    backoff = Backoff(initial=1.0, maximum=8.0, multiplier=2.0, jitter=False)
     retrying = AsyncRetrying(sleep=record, wait=backoff.wait(), stop=Backoff.stop(max_attempts=5))
     with pytest.raises(RetryError):
         await retrying(always_refused)

@@ -312,7 +312,7 @@ async def test_flapping_server_backs_off_and_a_stable_session_resets(server: Fla
             await connection.send(message)
 
     server.handler = flap_then_echo
-    backoff = wsclient.Backoff(initial=MS, maximum=64 * MS, jitter=False, stable_after=30 * MS)
+    backoff = wsclient.Backoff(initial=MS, maximum=64 * MS, multiplier=2.0, jitter=False, stable_after=30 * MS)
     with capture_logs() as events:
         async with wsclient.Client(server.url, **fast(backoff=backoff)) as client:
             await server.wait_for_connections(flaps + 1)

@@ -64,7 +64,7 @@ async def test_rejections_with_retry_after_are_retried_within_the_cap(server: Fl
 
 async def test_flapping_server_is_not_hammered_and_max_attempts_gives_up(server: FlakyServer) -> None:
     server.flap_next(100)
-    backoff = wsclient.Backoff(initial=MS, maximum=8 * MS, jitter=False)
+    backoff = wsclient.Backoff(initial=MS, maximum=8 * MS, multiplier=2.0, jitter=False)
     with capture_logs() as events:
         async with asyncio.timeout(BOUND):
             with pytest.raises(wsclient.GaveUp) as caught:

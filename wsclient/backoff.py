@@ -46,8 +46,14 @@ class Backoff:
     """Upper bound of the first delay, in seconds."""
     maximum: float = 30.0
     """Upper bound of any delay, in seconds."""
-    multiplier: float = 2.0
-    """Growth of the bound from one attempt to the next."""
+    multiplier: float = 1.5
+    """Growth of the bound from one attempt to the next.
+
+    1.5 rather than 2: after a short outage the next delay is drawn from a window
+    about as wide as the outage so far, and a slower growth keeps it narrower
+    (a median of 0.41 s instead of 0.61 s after 1 s down) for about one more
+    attempt per minute of a long outage.
+    """
     jitter: bool = True
     """Full jitter (random in ``[0, bound]``); ``False`` waits the bound itself."""
     stable_after: float = 10.0

@@ -1,0 +1,614 @@
+"""Run every benchmark scenario side by side with the peers and print one Markdown table.
+
+    python -m benchmarks.run            # the full run (about 10 minutes on 2 cores)
+    python -m benchmarks.run --quick    # smaller counts and fewer rounds (about 3 minutes)
+
+Each figure is the median over repeated runs and a ratio to the reference
+contender measured in the same run. Peers that are not installed
+(``pip install -e ".[bench]"``) are reported as skipped. The JSON goes to
+``benchmarks/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import importlib.util
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+import websockets
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+
+import wsclient
+from wsclient.testing import FlakyServer
+
+RESULTS = Path(__file__).parent / "results"
+
+
+@dataclass
+class Row:
+    """One contender's figure in one scenario; ``ratio`` is to the scenario's reference."""
+
+    scenario: str
+    contender: str
+    metric: str
+    unit: str
+    runs: list[float] = field(default_factory=list)
+    reference: bool = False
+    higher_is_better: bool = True
+    note: str = ""
+    median: float | None = None
+    ratio: float | None = None
+
+
+def cost(scenario: str, contender: str, metric: str, unit: str, *, reference: bool) -> Row:
+    """A row where less is better: times, attempts, memory."""
+    return Row(scenario, contender, metric, unit, reference=reference, higher_is_better=False)
+
+
+@dataclass
+class Settings:
+    messages: int
+    repeats: int
+    round_trips: int
+    recovery_rounds: int
+    storm_clients: int
+    idle_clients: int
+    idle_seconds: float
+
+
+FULL = Settings(200_000, 5, 5_000, 10, 1_000, 1_000, 20.0)
+QUICK = Settings(20_000, 3, 1_000, 3, 200, 200, 3.0)
+
+
+# Servers in their own process.
+
+
+@contextlib.asynccontextmanager
+async def server_process(kind: str, port: int = 0) -> AsyncIterator[tuple[int, asyncio.subprocess.Process]]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "benchmarks.servers",
+        kind,
+        "--port",
+        str(port),
+        stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), 10)
+    try:
+        yield int(line.split()[1]), process
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
+# 1. Receive throughput.
+
+
+async def recv_websockets(url: str) -> int:
+    count = 0
+    async with connect(url, compression=None, max_size=None) as ws:
+        async for _ in ws:
+            count += 1
+    return count
+
+
+async def recv_wsclient(url: str) -> int:
+    count = 0
+    async with wsclient.Client(url, compression=None, max_size=None) as client:
+        async for _ in client:
+            count += 1
+    return count
+
+
+async def recv_wsclient_handler(url: str) -> int:
+    count = 0
+
+    def on_message(_: wsclient.Data) -> None:
+        nonlocal count
+        count += 1
+
+    async with wsclient.Client(url, compression=None, max_size=None, on_message=on_message) as client:
+        await client.wait_closed()
+    return count
+
+
+async def recv_aiohttp(url: str) -> int:
+    import aiohttp
+
+    count = 0
+    async with aiohttp.ClientSession() as session, session.ws_connect(url, compress=0, max_msg_size=0) as ws:
+        async for message in ws:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                count += 1
+    return count
+
+
+async def recv_picows(url: str) -> int:
+    from picows import WSListener, WSMsgType, ws_connect
+
+    class CountingListener(WSListener):  # type: ignore[misc]
+        count = 0
+
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            if frame.msg_type == WSMsgType.TEXT:
+                self.count += 1
+            elif frame.msg_type == WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code())
+                transport.disconnect()
+
+    transport, listener = await ws_connect(CountingListener, url, max_frame_size=1 << 30)
+    await transport.wait_disconnected()
+    return int(listener.count)
+
+
+async def recv_websocket_client(url: str) -> int:
+    """The blocking websocket-client library, in a thread as an asyncio application would run it.
+
+    Its UTF-8 check is pure Python unless ``wsaccel`` is installed (hundreds of times slower at 4 KiB): skipped.
+    """
+    import websocket
+
+    def receive() -> int:
+        ws = websocket.create_connection(url, enable_multithread=False, skip_utf8_validation=True)
+        count = 0
+        try:
+            while True:
+                opcode, _ = ws.recv_data()
+                if opcode != websocket.ABNF.OPCODE_TEXT:
+                    return count
+                count += 1
+        finally:
+            ws.close()
+
+    return await asyncio.to_thread(receive)
+
+
+RECEIVERS: list[tuple[str, Callable[[str], Awaitable[int]], str | None]] = [
+    ("websockets `async for`", recv_websockets, None),
+    ("wsclient `async for`", recv_wsclient, None),
+    ("wsclient `on_message`", recv_wsclient_handler, None),
+    ("aiohttp", recv_aiohttp, "aiohttp"),
+    ("picows", recv_picows, "picows"),
+    ("websocket-client (thread, no UTF-8 check)", recv_websocket_client, "websocket"),
+]
+
+
+async def receive_throughput(settings: Settings) -> list[Row]:
+    rows = []
+    async with server_process("blast") as (port, _):
+        for size in (64, 4096):
+            url = f"ws://127.0.0.1:{port}/{size}/{settings.messages}"
+            scenario = f"receive {size} B"
+            for index, (name, _, module) in enumerate(RECEIVERS):
+                row = Row(scenario, name, "messages/s", "msg/s", reference=index == 0)
+                rows.append(row)
+                if module and importlib.util.find_spec(module) is None:
+                    row.note = f"skipped: {module} not installed"
+                    continue
+            # Interleave contenders run by run, so a slow moment of the machine hits all of them.
+            for _ in range(settings.repeats):
+                for row, (_, receive, _) in zip(rows[-len(RECEIVERS) :], RECEIVERS, strict=True):
+                    if row.note:
+                        continue
+                    gc.collect()
+                    started = time.perf_counter()
+                    received = await receive(url)
+                    elapsed = time.perf_counter() - started
+                    assert received == settings.messages, f"{row.contender} got {received}"
+                    row.runs.append(received / elapsed)
+    return rows
+
+
+# 2. Send throughput and round trips.
+
+
+async def send_websockets(url: str, payload: str, count: int) -> None:
+    async with connect(url, compression=None) as ws:
+        for _ in range(count):
+            await ws.send(payload)
+        assert await ws.recv() == "done"
+
+
+async def send_wsclient(url: str, payload: str, count: int) -> None:
+    async with wsclient.Client(url, compression=None) as client:
+        for _ in range(count):
+            await client.send(payload)
+        assert await client.recv() == "done"
+
+
+async def send_throughput(settings: Settings) -> list[Row]:
+    rows = []
+    async with server_process("sink") as (port, _):
+        for size in (64, 4096):
+            payload = "x" * size
+            frame_bytes = len(Frame(Opcode.TEXT, payload.encode()).serialize(mask=True))
+            url = f"ws://127.0.0.1:{port}/{frame_bytes}/{settings.messages}"
+            pair = [
+                Row(f"send {size} B", "websockets `send`", "messages/s", "msg/s", reference=True),
+                Row(f"send {size} B", "wsclient `send`", "messages/s", "msg/s"),
+            ]
+            rows += pair
+            for _ in range(settings.repeats):
+                for row, send in zip(pair, (send_websockets, send_wsclient), strict=True):
+                    gc.collect()
+                    started = time.perf_counter()
+                    await send(url, payload, settings.messages)
+                    row.runs.append(settings.messages / (time.perf_counter() - started))
+    return rows
+
+
+async def echo_websockets(url: str, count: int) -> list[float]:
+    times = []
+    async with connect(url, compression=None) as ws:
+        for _ in range(count):
+            started = time.perf_counter()
+            await ws.send("ping")
+            await ws.recv()
+            times.append(time.perf_counter() - started)
+    return times
+
+
+async def echo_wsclient(url: str, count: int) -> list[float]:
+    times = []
+    async with wsclient.Client(url, compression=None) as client:
+        for _ in range(count):
+            started = time.perf_counter()
+            await client.send("ping")
+            await client.recv()
+            times.append(time.perf_counter() - started)
+    return times
+
+
+async def round_trips(settings: Settings) -> list[Row]:
+    async with server_process("echo") as (port, _):
+        url = f"ws://127.0.0.1:{port}/"
+        rows = {
+            (name, q): cost("echo round trip", name, f"p{q}", "µs", reference=name == "websockets")
+            for name in ("websockets", "wsclient")
+            for q in (50, 99)
+        }
+        for _ in range(settings.repeats):
+            for name, echo in (("websockets", echo_websockets), ("wsclient", echo_wsclient)):
+                times = sorted(await echo(url, settings.round_trips))
+                for q in (50, 99):
+                    rows[(name, q)].runs.append(times[int(len(times) * q / 100) - 1] * 1e6)
+    return list(rows.values())
+
+
+# 3. Recovery after a server restart.
+
+
+class Contender:
+    """A client that streams from the server forever and notes when messages arrive and attempts start."""
+
+    def __init__(self) -> None:
+        self.last_message = 0.0
+        self.since = 0.0
+        self.first_since: float | None = None
+        """When the first message after ``since`` reached the application."""
+        self.attempts = 0
+
+    def received(self) -> None:
+        now = self.last_message = time.perf_counter()
+        if self.first_since is None and now > self.since:
+            self.first_since = now
+
+    def watch_from(self, since: float) -> None:
+        self.since, self.first_since = since, None
+
+    async def run(self, url: str) -> None:
+        raise NotImplementedError
+
+
+class Wsclient(Contender):
+    def __init__(self, backoff: wsclient.Backoff | None = None) -> None:
+        super().__init__()
+        self.backoff = backoff
+
+    async def run(self, url: str) -> None:
+        settings = {} if self.backoff is None else {"backoff": self.backoff}
+        async with wsclient.Client(url, **settings) as client:
+            async for _ in client:
+                self.attempts = client.stats.connect_attempts
+                self.received()
+
+
+class WebsocketsConnectLoop(Contender):
+    async def run(self, url: str) -> None:
+        def count(exc: Exception) -> Exception | None:
+            self.attempts += 1
+            return websockets.asyncio.client.process_exception(exc)
+
+        self.attempts = 1
+        async for ws in connect(url, process_exception=count):
+            try:
+                async for _ in ws:
+                    self.received()
+            except ConnectionClosed:
+                self.attempts += 1
+                continue
+
+
+class BlogLoop(Contender):
+    async def run(self, url: str) -> None:
+        while True:
+            self.attempts += 1
+            try:
+                async with connect(url) as ws:
+                    async for _ in ws:
+                        self.received()
+            except (OSError, ConnectionClosed):
+                await asyncio.sleep(2)
+
+
+async def wait_for(predicate: Callable[[], bool], seconds: float) -> None:
+    async with asyncio.timeout(seconds):
+        while not predicate():  # noqa: ASYNC110 - the contenders' counters have no event; the poll is bounded
+            await asyncio.sleep(0.001)
+
+
+OUTAGE = 1.0
+HOLD = wsclient.Backoff().stable_after + 1.0
+"""Each round starts once every session has been up longer than ``stable_after``, as between real outages."""
+
+
+async def recovery(settings: Settings) -> list[Row]:
+    """All contenders stream from one server at once; every round stops it for one second and starts it again."""
+    contenders: list[tuple[str, Contender]] = [
+        ("websockets `async for ws in connect()`", WebsocketsConnectLoop()),
+        ("wsclient defaults", Wsclient()),
+        ("wsclient `Backoff(initial=0.1)`", Wsclient(wsclient.Backoff(initial=0.1))),
+        ("hand-written loop, sleep 2 s", BlogLoop()),
+    ]
+    scenario = f"recovery after a {OUTAGE:g} s outage"
+    rows = []
+    for index, (name, _) in enumerate(contenders):
+        rows.append(cost(scenario, name, "to first message", "s", reference=index == 0))
+        rows.append(cost(scenario, name, "attempts per outage", "", reference=index == 0))
+    async with FlakyServer("stream", stream_interval=0.01) as server, asyncio.TaskGroup() as tasks:
+        runs = [tasks.create_task(contender.run(server.url)) for _, contender in contenders]
+        try:
+            await wait_for(lambda: all(c.last_message > 0 for _, c in contenders), 30)
+            for _ in range(settings.recovery_rounds):
+                await asyncio.sleep(HOLD)
+                before = [c.attempts for _, c in contenders]
+                await server.stop()
+                await asyncio.sleep(OUTAGE)
+                up = time.perf_counter()
+                for _, contender in contenders:
+                    contender.watch_from(up)
+                await server.start()
+                await wait_for(lambda: all(c.first_since is not None for _, c in contenders), 120)
+                for i, (_, contender) in enumerate(contenders):
+                    assert contender.first_since is not None
+                    rows[2 * i].runs.append(contender.first_since - up)
+                    rows[2 * i + 1].runs.append(contender.attempts - before[i])
+        finally:
+            for run in runs:
+                run.cancel()
+    return rows
+
+
+# 4. Reconnect storm.
+
+
+async def storm_round(clients: int, jitter: bool) -> tuple[float, float, float]:
+    """Restart the server under ``clients`` connected clients.
+
+    Returns the peak and mean handshakes per 100 ms at the server, and the seconds until all are back.
+    """
+    backoff = wsclient.Backoff(jitter=jitter)  # the defaults, jitter on or off
+    async with server_process("storm") as (port, process):
+        url = f"ws://127.0.0.1:{port}/"
+        pool = [wsclient.Client(url, backoff=backoff, heartbeat=None, compression=None) for _ in range(clients)]
+        await asyncio.gather(*(c.start() for c in pool))
+        await wait_for(lambda: all(c.state is wsclient.State.OPEN for c in pool), 60)
+        process.kill()
+        await process.wait()
+    await asyncio.sleep(0.5)
+    async with server_process("storm", port) as (_, _):
+        started = time.monotonic()
+        await wait_for(lambda: all(c.stats.sessions >= 2 for c in pool), 120)
+        back = time.monotonic() - started
+        async with connect(f"ws://127.0.0.1:{port}/stats") as ws:
+            attempts = json.loads(await ws.recv())
+        await asyncio.gather(*(c.close() for c in pool))
+    buckets = Counter(int((t - started) * 10) for t in attempts if t >= started and t != attempts[-1])
+    span = max(buckets) + 1 if buckets else 1
+    return max(buckets.values(), default=0), sum(buckets.values()) / span, back
+
+
+async def reconnect_storm(settings: Settings) -> list[Row]:
+    rows = []
+    for index, (name, jitter) in enumerate((("wsclient, no jitter", False), ("wsclient, full jitter", True))):
+        scenario = f"storm, {settings.storm_clients} clients"
+        peak = cost(scenario, name, "peak attempts / 100 ms", "", reference=index == 0)
+        mean = cost(scenario, name, "mean attempts / 100 ms", "", reference=index == 0)
+        back = cost(scenario, name, "all back after", "s", reference=index == 0)
+        rows += [peak, mean, back]
+        for _ in range(settings.repeats):
+            p, m, b = await storm_round(settings.storm_clients, jitter)
+            peak.runs.append(p)
+            mean.runs.append(m)
+            back.runs.append(b)
+    return rows
+
+
+# 5. Memory and CPU per idle connection, each contender in its own process.
+
+
+IDLE_SCRIPT = """
+import asyncio, gc, json, logging, resource, sys, time
+import structlog
+import wsclient
+from websockets.asyncio.client import connect
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+async def main(kind, url, n, seconds):
+    gc.collect(); before = rss()
+    if kind == "websockets":
+        conns = [await connect(url, ping_interval=5, ping_timeout=5) for _ in range(n)]
+    else:
+        conns = [wsclient.Client(url, heartbeat=wsclient.Heartbeat(interval=5, timeout=5)) for _ in range(n)]
+        for c in conns:
+            await c.__aenter__()
+    gc.collect(); after = rss()
+    cpu0 = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+    await asyncio.sleep(seconds)
+    cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu0
+    print(json.dumps({"rss_per_connection": (after - before) / n, "cpu_per_minute": cpu / seconds * 60}))
+    for c in conns:
+        await c.close()
+
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])))
+"""
+
+
+async def idle_connections(settings: Settings) -> list[Row]:
+    rows = []
+    async with server_process("echo") as (port, _):
+        for index, kind in enumerate(("websockets", "wsclient")):
+            scenario = f"{settings.idle_clients} idle connections"
+            rss = cost(scenario, kind, "RSS per connection", "KiB", reference=index == 0)
+            cpu = cost(scenario, kind, "CPU per minute (all)", "s", reference=index == 0)
+            rows += [rss, cpu]
+            for _ in range(max(1, settings.repeats // 2)):
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-c",
+                    IDLE_SCRIPT,
+                    kind,
+                    f"ws://127.0.0.1:{port}/",
+                    str(settings.idle_clients),
+                    str(settings.idle_seconds),
+                    stdout=asyncio.subprocess.PIPE,
+                )
+                out, _ = await process.communicate()
+                figures = json.loads(out.decode().strip().splitlines()[-1])
+                rss.runs.append(figures["rss_per_connection"] / 1024)
+                cpu.runs.append(figures["cpu_per_minute"])
+    return rows
+
+
+# Report.
+
+SCENARIOS: dict[str, Callable[[Settings], Awaitable[list[Row]]]] = {
+    "receive": receive_throughput,
+    "send": send_throughput,
+    "echo": round_trips,
+    "recovery": recovery,
+    "storm": reconnect_storm,
+    "idle": idle_connections,
+}
+
+
+def summarise(rows: list[Row]) -> None:
+    references = {}
+    for row in rows:
+        row.median = statistics.median(row.runs) if row.runs else None
+        if row.reference:
+            references[(row.scenario, row.metric)] = row.median
+    for row in rows:
+        reference = references.get((row.scenario, row.metric))
+        if row.median is not None and reference:
+            row.ratio = row.median / reference
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 1000:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
+
+
+def markdown(rows: list[Row]) -> str:
+    lines = ["| scenario | contender | metric | median | ratio | runs |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        unit = f" {row.unit}" if row.unit else ""
+        ratio = "reference" if row.reference else (f"{row.ratio:.2f}x" if row.ratio is not None else "-")
+        median = row.note or f"{fmt(row.median)}{unit}"
+        lines.append(f"| {row.scenario} | {row.contender} | {row.metric} | {median} | {ratio} | {len(row.runs)} |")
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:
+        cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    versions = {}
+    for name in ("websockets", "aiohttp", "picows", "websocket-client", "tenacity", "structlog"):
+        with contextlib.suppress(Exception):
+            from importlib.metadata import version
+
+            versions[name] = version(name)
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "versions": versions}
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="smaller counts and fewer rounds")
+    parser.add_argument("--only", action="append", choices=sorted(SCENARIOS), help="run only these scenarios")
+    args = parser.parse_args()
+    settings = QUICK if args.quick else FULL
+    # As an application in production would filter: errors only, on stderr, so no contender pays for debug
+    # lines and a storm's thousand connect_failed warnings stay out of the table.
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 65536)), hard))
+    rows: list[Row] = []
+    for name, scenario in SCENARIOS.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        rows += await scenario(settings)
+    summarise(rows)
+    about = machine()
+    print(
+        f"\n{about['cores']} cores, {about['cpu']}, Python {about['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in about["versions"].items())
+        + "\n"
+    )
+    print(markdown(rows))
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / time.strftime("%Y%m%dT%H%M%S.json")
+    out.write_text(
+        json.dumps({"machine": about, "settings": asdict(settings), "rows": [asdict(r) for r in rows]}, indent=2)
+    )
+    print(f"\nJSON: {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))

@@ -1,0 +1,61 @@
+"""The benchmark harness itself: its servers, its wsclient contenders and its report, at a tiny scale.
+
+Figures are not asserted here (performance lives in ``python -m benchmarks.run``);
+what is asserted is that every message is counted and the report says what it measured.
+"""
+
+from __future__ import annotations
+
+from websockets.frames import Frame, Opcode
+
+from benchmarks.run import (
+    Row,
+    cost,
+    markdown,
+    recv_websockets,
+    recv_wsclient,
+    recv_wsclient_handler,
+    send_websockets,
+    send_wsclient,
+    server_process,
+    summarise,
+)
+
+
+async def test_blast_server_delivers_every_frame_to_each_receiver() -> None:
+    async with server_process("blast") as (port, _):
+        url = f"ws://127.0.0.1:{port}/64/1500"
+        assert await recv_websockets(url) == 1500
+        assert await recv_wsclient(url) == 1500
+        assert await recv_wsclient_handler(url) == 1500
+
+
+async def test_sink_server_answers_once_every_byte_arrived() -> None:
+    payload = "x" * 100
+    frame_bytes = len(Frame(Opcode.TEXT, payload.encode()).serialize(mask=True))
+    async with server_process("sink") as (port, _):
+        url = f"ws://127.0.0.1:{port}/{frame_bytes}/700"
+        # Each sender asserts that the sink answered "done", which it does only after 700 whole frames.
+        await send_websockets(url, payload, 700)
+        await send_wsclient(url, payload, 700)
+
+
+def test_report_gives_medians_and_ratios_to_the_reference() -> None:
+    rows = [
+        Row("receive 64 B", "reference peer", "messages/s", "msg/s", runs=[100.0, 300.0, 200.0], reference=True),
+        Row("receive 64 B", "contender", "messages/s", "msg/s", runs=[190.0, 150.0, 170.0]),
+        cost("recovery", "slow", "to first message", "s", reference=True),
+        Row("receive 64 B", "absent peer", "messages/s", "msg/s", note="skipped: absent not installed"),
+    ]
+    rows[2].runs = [2.0]
+    summarise(rows)
+    assert rows[0].median == 200.0
+    assert rows[1].median == 170.0
+    assert rows[1].ratio == 0.85
+    assert rows[2].higher_is_better is False
+    assert rows[3].median is None
+    table = markdown(rows).splitlines()
+    assert table[0] == "| scenario | contender | metric | median | ratio | runs |"
+    assert table[2] == "| receive 64 B | reference peer | messages/s | 200.0 msg/s | reference | 3 |"
+    assert table[3] == "| receive 64 B | contender | messages/s | 170.0 msg/s | 0.85x | 3 |"
+    assert table[5] == "| receive 64 B | absent peer | messages/s | skipped: absent not installed | - | 0 |"
