@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import gc
 import importlib.util
+import itertools
 import json
 import logging
 import os
@@ -25,14 +26,16 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
-import websockets
+from tenacity import AsyncRetrying, RetryCallState
 from websockets.asyncio.client import connect
+from websockets.client import backoff as websockets_backoff
+from websockets.client import process_exception
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
@@ -72,10 +75,11 @@ class Settings:
     storm_clients: int
     idle_clients: int
     idle_seconds: float
+    simulated_outages: int
 
 
-FULL = Settings(200_000, 5, 5_000, 10, 1_000, 1_000, 20.0)
-QUICK = Settings(20_000, 3, 1_000, 3, 200, 200, 3.0)
+FULL = Settings(200_000, 5, 5_000, 10, 1_000, 1_000, 20.0, 20_000)
+QUICK = Settings(20_000, 3, 1_000, 3, 200, 200, 3.0, 2_000)
 
 
 # Servers in their own process.
@@ -323,13 +327,12 @@ class Contender:
 
 
 class Wsclient(Contender):
-    def __init__(self, backoff: wsclient.Backoff | None = None) -> None:
+    def __init__(self, backoff: wsclient.Backoff = wsclient.Backoff()) -> None:
         super().__init__()
         self.backoff = backoff
 
     async def run(self, url: str) -> None:
-        settings = {} if self.backoff is None else {"backoff": self.backoff}
-        async with wsclient.Client(url, **settings) as client:
+        async with wsclient.Client(url, backoff=self.backoff) as client:
             async for _ in client:
                 self.attempts = client.stats.connect_attempts
                 self.received()
@@ -339,7 +342,7 @@ class WebsocketsConnectLoop(Contender):
     async def run(self, url: str) -> None:
         def count(exc: Exception) -> Exception | None:
             self.attempts += 1
-            return websockets.asyncio.client.process_exception(exc)
+            return process_exception(exc)
 
         self.attempts = 1
         async for ws in connect(url, process_exception=count):
@@ -369,9 +372,59 @@ async def wait_for(predicate: Callable[[], bool], seconds: float) -> None:
             await asyncio.sleep(0.001)
 
 
+def simulated_recovery(delays: Callable[[], Iterator[float]], outage: float, runs: int) -> tuple[float, float]:
+    """Median time from the end of an outage to the first attempt after it, and mean attempts, that one included.
+
+    ``delays()`` yields a contender's waits between attempts, from its own library (tenacity's
+    strategy for wsclient, websockets' ``backoff()`` generator), so the model cannot drift from the code.
+    """
+    late, attempts = [], []
+    for _ in range(runs):
+        elapsed = 0.0
+        for count, delay in enumerate(delays()):
+            elapsed += delay
+            if elapsed >= outage:
+                late.append(elapsed - outage)
+                attempts.append(count + 1)
+                break
+    return statistics.median(late), statistics.mean(attempts)
+
+
+def wsclient_delays(backoff: wsclient.Backoff) -> Iterator[float]:
+    """The supervisor's waits after a drop: tenacity's strategy at attempts 1, 2, 3..."""
+    wait = backoff.wait()
+    for attempt in itertools.count(1):
+        state = RetryCallState(retry_object=AsyncRetrying(), fn=None, args=(), kwargs={})
+        state.attempt_number = attempt
+        state.set_exception((ConnectionRefusedError, ConnectionRefusedError(), None))
+        yield wait(state)
+
+
+def websockets_delays() -> Iterator[float]:
+    """``async for ws in connect()`` after a drop: one attempt at once, then websockets' ``backoff()``."""
+    yield 0.0
+    yield from websockets_backoff()
+
+
 OUTAGE = 1.0
 HOLD = wsclient.Backoff().stable_after + 1.0
 """Each round starts once every session has been up longer than ``stable_after``, as between real outages."""
+
+
+def simulated_rows(scenario: str, settings: Settings) -> list[Row]:
+    """The same outage simulated many times with each library's own delays: the medians the runs scatter around."""
+    rows = []
+    models: list[tuple[str, Callable[[], Iterator[float]]]] = [
+        ("websockets `async for ws in connect()`", websockets_delays),
+        ("wsclient defaults", lambda: wsclient_delays(wsclient.Backoff())),
+        ("wsclient `Backoff(multiplier=2)`", lambda: wsclient_delays(wsclient.Backoff(multiplier=2.0))),
+    ]
+    for index, (name, delays) in enumerate(models):
+        late, attempts = simulated_recovery(delays, OUTAGE, settings.simulated_outages)
+        rows.append(cost(scenario, name, "simulated: to first attempt", "s", reference=index == 0))
+        rows.append(cost(scenario, name, "simulated: attempts per outage", "", reference=index == 0))
+        rows[-2].runs, rows[-1].runs = [late], [attempts]
+    return rows
 
 
 async def recovery(settings: Settings) -> list[Row]:
@@ -379,7 +432,7 @@ async def recovery(settings: Settings) -> list[Row]:
     contenders: list[tuple[str, Contender]] = [
         ("websockets `async for ws in connect()`", WebsocketsConnectLoop()),
         ("wsclient defaults", Wsclient()),
-        ("wsclient `Backoff(initial=0.1)`", Wsclient(wsclient.Backoff(initial=0.1))),
+        ("wsclient `Backoff(multiplier=2)`", Wsclient(wsclient.Backoff(multiplier=2.0))),
         ("hand-written loop, sleep 2 s", BlogLoop()),
     ]
     scenario = f"recovery after a {OUTAGE:g} s outage"
@@ -387,6 +440,7 @@ async def recovery(settings: Settings) -> list[Row]:
     for index, (name, _) in enumerate(contenders):
         rows.append(cost(scenario, name, "to first message", "s", reference=index == 0))
         rows.append(cost(scenario, name, "attempts per outage", "", reference=index == 0))
+    rows += simulated_rows(scenario, settings)
     async with FlakyServer("stream", stream_interval=0.01) as server, asyncio.TaskGroup() as tasks:
         runs = [tasks.create_task(contender.run(server.url)) for _, contender in contenders]
         try:
@@ -464,6 +518,8 @@ import asyncio, gc, json, logging, resource, sys, time
 import structlog
 import wsclient
 from websockets.asyncio.client import connect
+from websockets.client import backoff as websockets_backoff
+from websockets.client import process_exception
 
 def rss():
     with open("/proc/self/statm") as f:

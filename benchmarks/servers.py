@@ -19,6 +19,8 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.frames import Close, Frame, Opcode
@@ -48,49 +50,52 @@ async def handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
     return protocol, request
 
 
-async def blast(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        _, request = await handshake(reader, writer)
-        _, size, count = request.path.split("/")
-        frame = Frame(Opcode.TEXT, b"x" * int(size)).serialize(mask=False)
-        chunk = frame * CHUNK_FRAMES
-        full, rest = divmod(int(count), CHUNK_FRAMES)
-        for _ in range(full):
-            writer.write(chunk)
+CLOSE_FRAME = Frame(Opcode.CLOSE, Close(1000, "").serialize()).serialize(mask=False)
+
+
+def raw_server(body: Callable[[asyncio.StreamReader, asyncio.StreamWriter, Request], Awaitable[bytes]]) -> Any:
+    """A stream handler: handshake, ``body``, then its last bytes and a close 1000.
+
+    After the client's close frame the server closes TCP first, as RFC 6455 says.
+    """
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            _, request = await handshake(reader, writer)
+            writer.write(await body(reader, writer, request) + CLOSE_FRAME)
             await writer.drain()
-        writer.write(frame * rest)
-        writer.write(Frame(Opcode.CLOSE, Close(1000, "").serialize()).serialize(mask=False))
-        await writer.drain()
-        await reader.read(1 << 16)  # the client's close frame; then the server closes TCP first, as RFC 6455 says
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+            await reader.read(1 << 16)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    return handler
 
 
-async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        _, request = await handshake(reader, writer)
-        _, frame_bytes, count = request.path.split("/")
-        expected = int(frame_bytes) * int(count)
-        received = 0
-        while received < expected:
-            data = await reader.read(1 << 20)
-            if not data:
-                return
-            received += len(data)
-        writer.write(Frame(Opcode.TEXT, b"done").serialize(mask=False))
-        writer.write(Frame(Opcode.CLOSE, Close(1000, "").serialize()).serialize(mask=False))
+async def blast_frames(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: Request) -> bytes:
+    _, size, count = request.path.split("/")
+    frame = Frame(Opcode.TEXT, b"x" * int(size)).serialize(mask=False)
+    chunk = frame * CHUNK_FRAMES
+    full, rest = divmod(int(count), CHUNK_FRAMES)
+    for _ in range(full):
+        writer.write(chunk)
         await writer.drain()
-        await reader.read(1 << 16)  # the client's close frame; then the server closes TCP first, as RFC 6455 says
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+    return frame * rest
+
+
+async def sink_bytes(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: Request) -> bytes:
+    _, frame_bytes, count = request.path.split("/")
+    expected = int(frame_bytes) * int(count)
+    received = 0
+    while received < expected:
+        data = await reader.read(1 << 20)
+        if not data:
+            raise ConnectionError("client left before sending everything")
+        received += len(data)
+    return Frame(Opcode.TEXT, b"done").serialize(mask=False)
 
 
 async def echo(connection: ServerConnection) -> None:
@@ -126,11 +131,11 @@ async def main(kind: str, port: int) -> None:
             print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
             await server.serve_forever()
     else:
-        handler = blast if kind == "blast" else sink
-        server = await asyncio.start_server(handler, "127.0.0.1", port, backlog=4096)
-        print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
-        async with server:
-            await server.serve_forever()
+        handler = raw_server(blast_frames if kind == "blast" else sink_bytes)
+        raw = await asyncio.start_server(handler, "127.0.0.1", port, backlog=4096)
+        print(f"PORT {raw.sockets[0].getsockname()[1]}", flush=True)
+        async with raw:
+            await raw.serve_forever()
 
 
 if __name__ == "__main__":

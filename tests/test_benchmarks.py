@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from websockets.frames import Frame, Opcode
 
+import wsclient
 from benchmarks.run import (
     Row,
     cost,
@@ -18,7 +19,10 @@ from benchmarks.run import (
     send_websockets,
     send_wsclient,
     server_process,
+    simulated_recovery,
     summarise,
+    websockets_delays,
+    wsclient_delays,
 )
 
 
@@ -59,3 +63,18 @@ def test_report_gives_medians_and_ratios_to_the_reference() -> None:
     assert table[2] == "| receive 64 B | reference peer | messages/s | 200.0 msg/s | reference | 3 |"
     assert table[3] == "| receive 64 B | contender | messages/s | 170.0 msg/s | 0.85x | 3 |"
     assert table[5] == "| receive 64 B | absent peer | messages/s | skipped: absent not installed | - | 0 |"
+
+
+def test_simulated_recovery_counts_from_the_end_of_the_outage() -> None:
+    late, attempts = simulated_recovery(lambda: iter([0.0, 0.4, 0.4, 0.4, 0.4]), outage=1.0, runs=3)
+    assert round(late, 6) == 0.2
+    assert attempts == 4
+
+
+def test_simulated_delays_come_from_each_library() -> None:
+    fixed = list(zip(range(4), wsclient_delays(wsclient.Backoff(jitter=False)), strict=False))
+    assert [round(delay, 4) for _, delay in fixed] == [0.5, 0.75, 1.125, 1.6875]
+    first, second, third = (delay for _, delay in zip(range(3), websockets_delays(), strict=False))
+    assert first == 0.0
+    assert 0.0 <= second <= 5.0
+    assert third == 3.1
