@@ -417,7 +417,7 @@ def simulated_rows(scenario: str, settings: Settings) -> list[Row]:
     models: list[tuple[str, Callable[[], Iterator[float]]]] = [
         ("websockets `async for ws in connect()`", websockets_delays),
         ("wsclient defaults", lambda: wsclient_delays(wsclient.Backoff())),
-        ("wsclient `Backoff(multiplier=2)`", lambda: wsclient_delays(wsclient.Backoff(multiplier=2.0))),
+        ("wsclient `Backoff(multiplier=1.5)`", lambda: wsclient_delays(wsclient.Backoff(multiplier=1.5))),
     ]
     for index, (name, delays) in enumerate(models):
         late, attempts = simulated_recovery(delays, OUTAGE, settings.simulated_outages)
@@ -432,7 +432,7 @@ async def recovery(settings: Settings) -> list[Row]:
     contenders: list[tuple[str, Contender]] = [
         ("websockets `async for ws in connect()`", WebsocketsConnectLoop()),
         ("wsclient defaults", Wsclient()),
-        ("wsclient `Backoff(multiplier=2)`", Wsclient(wsclient.Backoff(multiplier=2.0))),
+        ("wsclient `Backoff(multiplier=1.5)`", Wsclient(wsclient.Backoff(multiplier=1.5))),
         ("hand-written loop, sleep 2 s", BlogLoop()),
     ]
     scenario = f"recovery after a {OUTAGE:g} s outage"
@@ -468,12 +468,11 @@ async def recovery(settings: Settings) -> list[Row]:
 # 4. Reconnect storm.
 
 
-async def storm_round(clients: int, jitter: bool) -> tuple[float, float, float]:
+async def storm_round(clients: int, backoff: wsclient.Backoff) -> tuple[float, float, float]:
     """Restart the server under ``clients`` connected clients.
 
     Returns the peak and mean handshakes per 100 ms at the server, and the seconds until all are back.
     """
-    backoff = wsclient.Backoff(jitter=jitter)  # the defaults, jitter on or off
     async with server_process("storm") as (port, process):
         url = f"ws://127.0.0.1:{port}/"
         pool = [wsclient.Client(url, backoff=backoff, heartbeat=None, compression=None) for _ in range(clients)]
@@ -495,19 +494,25 @@ async def storm_round(clients: int, jitter: bool) -> tuple[float, float, float]:
 
 
 async def reconnect_storm(settings: Settings) -> list[Row]:
-    rows = []
-    for index, (name, jitter) in enumerate((("wsclient, no jitter", False), ("wsclient, full jitter", True))):
-        scenario = f"storm, {settings.storm_clients} clients"
-        peak = cost(scenario, name, "peak attempts / 100 ms", "", reference=index == 0)
-        mean = cost(scenario, name, "mean attempts / 100 ms", "", reference=index == 0)
-        back = cost(scenario, name, "all back after", "s", reference=index == 0)
-        rows += [peak, mean, back]
-        for _ in range(settings.repeats):
-            p, m, b = await storm_round(settings.storm_clients, jitter)
-            peak.runs.append(p)
-            mean.runs.append(m)
-            back.runs.append(b)
-    return rows
+    scenario = f"storm, {settings.storm_clients} clients"
+    contenders = [
+        ("wsclient, no jitter", wsclient.Backoff(jitter=False)),
+        ("wsclient defaults (full jitter)", wsclient.Backoff()),
+        ("wsclient `Backoff(multiplier=1.5)`", wsclient.Backoff(multiplier=1.5)),
+    ]
+    rows: dict[str, tuple[Row, Row, Row]] = {
+        name: (
+            cost(scenario, name, "peak attempts / 100 ms", "", reference=index == 0),
+            cost(scenario, name, "mean attempts / 100 ms", "", reference=index == 0),
+            cost(scenario, name, "all back after", "s", reference=index == 0),
+        )
+        for index, (name, _) in enumerate(contenders)
+    }
+    for _ in range(settings.repeats):
+        for name, backoff in contenders:
+            for row, figure in zip(rows[name], await storm_round(settings.storm_clients, backoff), strict=True):
+                row.runs.append(figure)
+    return [row for triple in rows.values() for row in triple]
 
 
 # 5. Memory and CPU per idle connection, each contender in its own process.
@@ -518,8 +523,6 @@ import asyncio, gc, json, logging, resource, sys, time
 import structlog
 import wsclient
 from websockets.asyncio.client import connect
-from websockets.client import backoff as websockets_backoff
-from websockets.client import process_exception
 
 def rss():
     with open("/proc/self/statm") as f:

@@ -32,10 +32,10 @@ def test_multiplier_sets_the_growth() -> None:
     assert [wait(state(n)) for n in range(1, 5)] == [1.0, 3.0, 9.0, 27.0]
 
 
-def test_default_bounds_grow_by_half_from_half_a_second_to_thirty() -> None:
+def test_default_bounds_double_from_half_a_second_to_thirty() -> None:
     wait = Backoff(jitter=False).wait()
-    assert [round(wait(state(n)), 4) for n in (1, 2, 3, 4, 5)] == [0.5, 0.75, 1.125, 1.6875, 2.5312]
-    assert wait(state(12)) == 30.0
+    assert [wait(state(n)) for n in (1, 2, 3, 4, 5, 6)] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
+    assert wait(state(7)) == 30.0
     assert wait(state(50)) == 30.0
 
 
