@@ -1,7 +1,7 @@
 """Run every benchmark scenario side by side with the peers and print one Markdown table.
 
-    python -m benchmarks.run            # the full run (about 10 minutes on 2 cores)
-    python -m benchmarks.run --quick    # smaller counts and fewer rounds (about 3 minutes)
+    python -m benchmarks.run            # the full run (about 6 minutes on 2 cores)
+    python -m benchmarks.run --quick    # smaller counts and fewer rounds (under 2 minutes)
 
 Each figure is the median over repeated runs and a ratio to the reference
 contender measured in the same run. Peers that are not installed

@@ -329,7 +329,7 @@ class Client:
             raise ClientClosed("cannot send: client is closed")
         session = self._supervisor.session
         outbox = self._outbox
-        # The hot path: attribute reads only, no method call before websockets' own send().
+        # The hot path: no len() and one property read before websockets' own send().
         if session is not None and session.ready and not outbox.queue and session.protocol.state is _OPEN:
             try:
                 await session.connection.send(message)
