@@ -1,9 +1,11 @@
-"""The README stays true: every event the library logs is in its table, at the level it is logged."""
+"""The README stays true: its events table, and its snippets."""
 
 from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,3 +41,25 @@ def test_the_readme_lists_every_logged_event_at_its_level() -> None:
     logged = _logged_events() | _DYNAMIC
     assert len(logged) > 15  # the walk found the library's calls
     assert _documented_events() == logged
+
+
+def _python_blocks() -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```$", README, re.MULTILINE | re.DOTALL)
+
+
+def test_every_python_snippet_compiles() -> None:
+    blocks = _python_blocks()
+    assert len(blocks) > 10
+    for block in blocks:
+        compile(block, "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+
+
+def test_the_logging_snippets_run_and_leave_stdout_to_the_program() -> None:
+    section = README.split("### Logging with the standard library", 1)[1].split("\n## ", 1)[0]
+    snippets = re.findall(r"^```python\n(.*?)^```$", section, re.MULTILINE | re.DOTALL)
+    assert len(snippets) == 3
+    for snippet in snippets:
+        program = snippet + "\nimport wsclient.logs\nwsclient.logs.get_logger().warning('probe', n=1)\n"
+        done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=30, check=True)
+        assert done.stdout == ""
+        assert "probe" in done.stderr
