@@ -366,10 +366,11 @@ async def test_graceful_shutdown_and_restart(server: ServerProcess) -> None:
         await until(lambda: opted_in.state is not wsclient.State.OPEN)
         stats = default.stats
         decision = "stop" if default.state is wsclient.State.CLOSED else "reconnect"
-        if stats.last_closed_by == "server":
-            seen = f'{stats.last_close_code} "{stats.last_close_reason}"'
-        else:
-            seen = f"{stats.last_close_code} ({stats.last_cause}: no close frame)"
+        seen = str(stats.last_close_code)
+        if stats.last_close_reason:
+            seen += f' "{stats.last_close_reason}"'
+        if stats.last_closed_by != "server":
+            seen += f" ({stats.last_cause}: no close frame)"
         record(server.impl, shutdown=seen, decision=decision)
         # The documented default: a deliberate close (1000, 1005) stops, anything a shutdown sends else reconnects.
         assert decision == ("stop" if stats.last_close_code in (1000, 1005) else "reconnect")
