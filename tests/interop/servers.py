@@ -11,7 +11,9 @@ or SIGKILL. Every server behaves the same way:
 - the subprotocol ``chat.v2`` is chosen when the client offers it;
 - permessage-deflate is left at the implementation's default;
 - the server pings every ``PING_INTERVAL`` seconds where the implementation
-  can, with its default pong timeout.
+  can, with its default pong timeout;
+- tornado alone answers ``terminated`` with ``terminated:N``, the number of
+  its connections it has sent a close frame on (its keepalive closes silently).
 """
 
 from __future__ import annotations
@@ -130,6 +132,11 @@ def serve_tornado(sock: socket.socket) -> None:
         async def on_message(self, message: str | bytes) -> None:
             if isinstance(message, bytes):
                 await self.write_message(message, binary=True)
+                return
+            if message == "terminated":
+                # How many connections this server has sent its close frame on (tornado only).
+                count = sum(1 for h in handlers if h.ws_connection is not None and h.ws_connection.server_terminated)
+                await self.write_message(f"terminated:{count}")
                 return
             what, arg = command(message)
             if what == "close":

@@ -187,7 +187,7 @@ class ServerProcess:
 
 
 IMPL_PARAMS = [
-    pytest.param(impl, marks=pytest.mark.skip(reason=why)) if (why := missing(impl)) else impl for impl in IMPLS
+    pytest.param(impl, marks=[pytest.mark.skip(reason=why)] if (why := missing(impl)) else []) for impl in IMPLS
 ]
 
 
@@ -410,3 +410,34 @@ async def test_sigkill_and_restart(server: ServerProcess) -> None:
         await until(lambda: connects.count == 2)
         await client.send("after")
         assert await client.recv() == "after"
+
+
+@pytest.mark.parametrize("server_process", [p for p in IMPL_PARAMS if "tornado" in p.values], indirect=True)
+async def test_tornado_closes_a_late_pong_with_1000(server: ServerProcess) -> None:
+    """An application that stops reading pauses wsclient's reading: pings wait unread behind data.
+
+    tornado's keepalive then closes with ``1000 "ping timed out"``, a normal
+    close, so the default policy stops the client.
+    """
+    async with (
+        wsclient.Client(server.url, inbox_size=1, max_queue=1, **fast()) as slow,
+        wsclient.Client(server.url, **fast()) as observer,
+    ):
+        for _ in range(40):
+            await slow.send("big:100000")  # 4 MB the application does not read yet
+
+        async def terminated() -> int:
+            await observer.send("terminated")
+            reply = await observer.recv()
+            assert isinstance(reply, str)
+            return int(reply.removeprefix("terminated:"))
+
+        async with asyncio.timeout(40 * PING_INTERVAL):
+            while not await terminated():
+                pass
+        received = [message async for message in slow]
+        assert received, "what the server sent before its close frame is delivered"
+        assert slow.state is wsclient.State.CLOSED
+        assert (slow.stats.last_close_code, slow.stats.last_close_reason) == (1000, "ping timed out")
+        assert slow.stats.last_closed_by == "server"
+        assert slow.stats.sessions == 1
