@@ -26,6 +26,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -276,15 +277,17 @@ class _Portal:
 
     # Calls from the user's threads into the loop.
 
-    def call(self, function: Callable[..., Coroutine[Any, Any, T]], *args: Any, timeout: float | None = None) -> T:
-        """Run ``function(*args)`` on the loop and wait for its result, at most ``timeout`` seconds."""
+    def call(
+        self, timeout: float | None, function: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any
+    ) -> T:
+        """Run ``function(*args, **kwargs)`` on the loop and wait for its result, at most ``timeout`` seconds."""
         if threading.current_thread() is self.loop_thread:
             raise RuntimeError("a blocking call from the client's own event loop thread would deadlock")
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         with self._lock:
             if not self._accepting or self.loop is None:
                 raise wsclient.ClientClosed("client is closed") from self.end
-            self.loop.call_soon_threadsafe(self._begin, future, function, args)
+            self.loop.call_soon_threadsafe(self._begin, future, partial(function, *args, **kwargs))
         try:
             return future.result(timeout)
         except BaseException:
@@ -295,14 +298,12 @@ class _Portal:
                         self.loop.call_soon_threadsafe(self._cancel, future)
             raise
 
-    def _begin(
-        self, future: concurrent.futures.Future[T], function: Callable[..., Coroutine[Any, Any, T]], args: tuple[Any]
-    ) -> None:
+    def _begin(self, future: concurrent.futures.Future[T], function: Callable[[], Coroutine[Any, Any, T]]) -> None:
         if not future.set_running_or_notify_cancel():
             return
         assert self.loop is not None
         # The coroutine is made here, on the loop: a call that never starts leaves none un-awaited.
-        task = self.loop.create_task(function(*args))
+        task = self.loop.create_task(function())
         self._calls[future] = task
         task.add_done_callback(lambda done: self._settle(future, done))
 
@@ -427,11 +428,11 @@ class Session:
 
     def send(self, message: Data, *, timeout: float | None = None) -> None:
         """Send on this connection now (no buffering); raises ``ConnectionClosed`` if it is gone."""
-        self._portal.call(self._session.send, message, timeout=timeout)
+        self._portal.call(timeout, self._session.send, message)
 
     def recv(self, timeout: float | None = None) -> Data:
         """Receive the next message of this connection; ``TimeoutError`` after ``timeout`` seconds."""
-        return self._portal.call(self._session.recv, timeout=timeout)
+        return self._portal.call(timeout, self._session.recv)
 
 
 class Client:
@@ -511,7 +512,7 @@ class Client:
         self._check_started()
         portal = self._portal
         try:
-            portal.call(self._client.wait_open, timeout, timeout=None if timeout is None else timeout + 1.0)
+            portal.call(None if timeout is None else timeout + 1.0, self._client.wait_open, timeout)
         except wsclient.ClientClosed:
             # The client stopped before the call reached its loop: say why it stopped.
             portal.ended.wait()
@@ -545,7 +546,7 @@ class Client:
             self._client_close_idle(code, reason)
             return
         with contextlib.suppress(wsclient.ClientClosed):  # it may have stopped on its own
-            portal.call(self._client.close, code, reason)
+            portal.call(None, self._client.close, code, reason)
         if not portal.join(timeout):
             raise TimeoutError(f"callbacks still running {timeout} s after close")
 
@@ -619,7 +620,7 @@ class Client:
         messages go out in the order that thread sent them.
         """
         self._check_started()
-        self._portal.call(self._client.send, message, timeout=timeout)
+        self._portal.call(timeout, self._client.send, message)
 
     def unsent(self) -> list[Data]:
         """Messages handed to ``send()`` that no session has written yet (all of them, once closed)."""
