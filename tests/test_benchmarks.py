@@ -10,12 +10,15 @@ from websockets.frames import Frame, Opcode
 
 import wsclient
 from benchmarks.run import (
+    ECHOERS,
     Row,
     cost,
     markdown,
     recv_websockets,
+    recv_websockets_sync,
     recv_wsclient,
     recv_wsclient_handler,
+    recv_wsclient_sync,
     send_websockets,
     send_wsclient,
     server_process,
@@ -32,6 +35,16 @@ async def test_blast_server_delivers_every_frame_to_each_receiver() -> None:
         assert await recv_websockets(url) == 1500
         assert await recv_wsclient(url) == 1500
         assert await recv_wsclient_handler(url) == 1500
+        assert await recv_websockets_sync(url) == 1500
+        assert await recv_wsclient_sync(url) == 1500
+
+
+async def test_every_echo_contender_times_each_round_trip() -> None:
+    async with server_process("echo") as (port, _):
+        for name, echo, _ in ECHOERS:
+            times = await echo(f"ws://127.0.0.1:{port}/", 50)
+            assert len(times) == 50, name
+            assert all(t > 0 for t in times), name
 
 
 async def test_sink_server_answers_once_every_byte_arrived() -> None:

@@ -77,27 +77,33 @@ async def test_quickstart() -> None:
     assert out.splitlines()[-1] == "OK"
 
 
-async def test_counter_bot_restores_the_counter_after_an_embedded_restart() -> None:
-    code, out = await run_example("counter_bot.py", "--clicks", "3")
+BOTS = pytest.mark.parametrize("bot", ["counter_bot.py", "sync_counter_bot.py"])
+COLLECTORS = pytest.mark.parametrize("collector_example", ["collector.py", "sync_collector.py"])
+
+
+@BOTS
+async def test_counter_bot_restores_the_counter_after_an_embedded_restart(bot: str) -> None:
+    code, out = await run_example(bot, "--clicks", "3")
     assert code == 0
     assert "after the restart the server's counter is 3: OK" in out
 
 
+@BOTS
 async def test_counter_bot_restores_a_real_server_after_its_restart(
-    processes: list[asyncio.subprocess.Process],
+    processes: list[asyncio.subprocess.Process], bot: str
 ) -> None:
     async with CounterServer() as server:
-        bot = await start_example("counter_bot.py", "--url", server.url, "--clicks", "4")
-        processes.append(bot)
+        bot_process = await start_example(bot, "--url", server.url, "--clicks", "4")
+        processes.append(bot_process)
         await poll(lambda: server.value == 4)
         await server.stop()  # the restart forgets the value...
         await server.start()
         assert server.value == 0
         await poll(lambda: server.value == 4)  # ...and the bot puts it back
-        bot.send_signal(signal.SIGTERM)
+        bot_process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(10):
-            await bot.wait()
-    assert bot.returncode == 0
+            await bot_process.wait()
+    assert bot_process.returncode == 0
 
 
 async def test_counter_server_serves_the_counter_until_sigterm(processes: list[asyncio.subprocess.Process]) -> None:
@@ -116,15 +122,16 @@ async def test_counter_server_serves_the_counter_until_sigterm(processes: list[a
         assert await server.wait() == 0
 
 
+@COLLECTORS
 async def test_collector_records_gaps_resumes_and_stops_on_sigterm(
-    tmp_path: Path, processes: list[asyncio.subprocess.Process]
+    tmp_path: Path, processes: list[asyncio.subprocess.Process], collector_example: str
 ) -> None:
     out = tmp_path / "ticks.jsonl"
 
     def records() -> list[dict[str, object]]:
         return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
 
-    collector = await start_example("collector.py", "--out", str(out), "--drop-every", "0.3")
+    collector = await start_example(collector_example, "--out", str(out), "--drop-every", "0.3")
     processes.append(collector)
     await poll(lambda: sum(r["type"] == "gap" for r in records()) >= 2)
     collector.send_signal(signal.SIGTERM)
@@ -140,7 +147,7 @@ async def test_collector_records_gaps_resumes_and_stops_on_sigterm(
     assert all(g["cause"] == "connection_lost" and g["start"] <= g["end"] for g in gaps)  # type: ignore[operator]
 
     # Started again on the same file, it resumes after the last tick it wrote.
-    code, _ = await run_example("collector.py", "--out", str(out), "--duration", "0.3")
+    code, _ = await run_example(collector_example, "--out", str(out), "--duration", "0.3")
     assert code == 0
     seqs = [r["seq"] for r in records() if r["type"] == "tick"]
     assert len(seqs) > len(written) - len(gaps)
