@@ -36,7 +36,6 @@ class Feed:
     def __init__(self, url: str) -> None:
         self.url = url
         self.client: wsclient.Client | None = None
-        self.started_at = time.time()
         self.messages = 0
         self.last: str | None = None
 
@@ -46,7 +45,6 @@ class Feed:
 
     async def start(self) -> None:
         """Start connecting and return at once: the app serves while the client connects."""
-        self.started_at = time.time()
         self.client = wsclient.Client(
             self.url, on_message=self.on_message, backoff=wsclient.Backoff(initial=0.1, maximum=5.0)
         )
@@ -61,11 +59,7 @@ class Feed:
         client = self.client
         if client is None:
             return {"upstream": "not started"}
-        down_since: float | None = None
-        if client.state is not wsclient.State.OPEN:
-            outage = client.stats.current_outage
-            # Before the first session there is no outage on record: the feed was down from the start.
-            down_since = outage.start if outage is not None else self.started_at
+        down_since = client.stats.down_since  # the first connect counts as down too
         return {
             "upstream": client.state.value,
             "down_since": down_since,

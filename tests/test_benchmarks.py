@@ -6,6 +6,8 @@ what is asserted is that every message is counted and the report says what it me
 
 from __future__ import annotations
 
+import importlib.util
+
 from websockets.frames import Frame, Opcode
 
 import wsclient
@@ -41,7 +43,9 @@ async def test_blast_server_delivers_every_frame_to_each_receiver() -> None:
 
 async def test_every_echo_contender_times_each_round_trip() -> None:
     async with server_process("echo") as (port, _):
-        for name, echo, _ in ECHOERS:
+        for name, echo, module in ECHOERS:
+            if module and importlib.util.find_spec(module) is None:
+                continue  # a peer from the bench extra, which the tests do not need
             times = await echo(f"ws://127.0.0.1:{port}/", 50)
             assert len(times) == 50, name
             assert all(t > 0 for t in times), name

@@ -13,7 +13,7 @@ README = (ROOT / "README.md").read_text()
 
 _LEVELS = {"debug": "debug", "info": "info", "warning": "warning", "error": "error", "exception": "error"}
 # Events named at run time by the session: the causes that make it abort a connection.
-_DYNAMIC = {"heartbeat_timeout": "warning", "idle_timeout": "warning"}
+_DYNAMIC = {"heartbeat_timeout": "warning", "idle_timeout": "warning", "write_stalled": "warning"}
 
 
 def _logged_events() -> dict[str, str]:

@@ -355,7 +355,7 @@ def test_on_connect_failure_is_retried_and_a_fatal_error_stops(echo: ThreadedSer
     def on_connect(session: wsclient.sync.Session) -> None:
         calls.append(session.id)
         if len(calls) == 1:
-            raise RuntimeError("first time fails")
+            raise wsclient.Reconnect("first time fails")
         if len(calls) == 3:
             raise wsclient.FatalError("stop here")
 
@@ -364,6 +364,18 @@ def test_on_connect_failure_is_retried_and_a_fatal_error_stops(echo: ThreadedSer
         echo.do(lambda s: s.drop())
         with pytest.raises(wsclient.FatalError, match="stop here"):
             client.wait_closed(timeout=5)
+
+
+def test_a_bug_in_a_plain_on_connect_stops_the_client_at_once(echo: ThreadedServer) -> None:
+    def on_connect(session: wsclient.sync.Session) -> None:
+        {}["missing"]
+
+    with (
+        pytest.raises(wsclient.CallbackError) as caught,
+        wsclient.sync.Client(echo.url, on_connect=on_connect, **fast()),
+    ):
+        pass
+    assert isinstance(caught.value.__cause__, KeyError)
 
 
 def test_on_message_runs_in_order_in_one_thread_and_may_send(echo: ThreadedServer) -> None:

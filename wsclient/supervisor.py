@@ -180,7 +180,7 @@ class Supervisor:
         if session.hook_error is not None:
             error = session.hook_error
             if hook_action(error) is Action.FATAL:
-                log.error("on_connect_failed", session_id=session.id, exc_info=error)
+                log.error("callback_failed", callback="on_connect", session_id=session.id, exc_info=error)
                 fatal = to_fatal(callback_error("on_connect", error))
                 raise fatal from (None if fatal is error else error)
             log.warning("on_connect_failed", session_id=session.id, error=describe_error(error))
@@ -194,7 +194,7 @@ class Supervisor:
             if isinstance(error, FatalError):
                 raise error
             raise FatalError(f"session failed: {describe_error(error)}") from error
-        log.warning("session_failed", session_id=session.id, error=describe_error(error))
+        log.error("session_failed", session_id=session.id, exc_info=error)
         duration = session.connection.loop.time() - session.started
         return SessionEnd(ABNORMAL_CLOSURE, "", ClosedBy.NOBODY, Cause.CONNECTION_LOST, duration)
 
