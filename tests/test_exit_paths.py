@@ -8,7 +8,9 @@ interrupted, still unsent, dropped by the overflow policy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import random
 import time
 import traceback
 from collections.abc import Callable
@@ -572,3 +574,38 @@ async def test_a_503_without_retry_after_comes_back_on_the_ordinary_backoff(serv
     async with asyncio.timeout(BOUND), wsclient.Client(server.url, **fast(backoff=backoff)) as client:
         assert client.stats.connect_attempts == 4
     assert time.monotonic() - started < 1.0
+
+
+# Cancellation anywhere
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_a_timeout_anywhere_in_a_clients_life_leaves_it_closed_and_accounted(
+    server: FlakyServer, seed: int
+) -> None:
+    rng = random.Random(seed)
+
+    async def subscribe(session: wsclient.Session) -> None:
+        # Waits a little, so that a timeout may land inside the hook (its sends are counted apart).
+        await asyncio.sleep(rng.uniform(0, 2 * MS) if rng.random() < 0.3 else 0)
+
+    async def life(client: wsclient.Client, returned: list[str]) -> None:
+        async with client:
+            for n in range(20):
+                if rng.random() < 0.1:
+                    server.drop()
+                await client.send(f"m{n}")
+                returned.append(f"m{n}")
+                if rng.random() < 0.3:
+                    await client.recv()
+
+    for _ in range(50):
+        client = wsclient.Client(server.url, on_connect=subscribe, **fast(close_timeout=0.2))
+        returned: list[str] = []
+        with contextlib.suppress(TimeoutError, wsclient.ClientClosed):
+            async with asyncio.timeout(rng.uniform(0, 20 * MS)):
+                await life(client, returned)
+        assert client.state is wsclient.State.CLOSED
+        # A send cut by the timeout may or may not have been handed over; any other is accounted for.
+        assert accounted(client) - len(returned) in (0, 1)
+    await server.wait_disconnected()
