@@ -291,8 +291,9 @@ async def test_a_bug_in_on_connect_stops_the_client_after_one_attempt(server: Fl
     assert isinstance(caught.value.__cause__, KeyError)
     assert isinstance(caught.value, wsclient.FatalError)
     assert server.accepted == 1
-    failures = [e for e in events if e["event"] == "on_connect_failed"]
+    failures = [e for e in events if e["event"] == "callback_failed"]
     assert len(failures) == 1
+    assert failures[0]["callback"] == "on_connect"
     assert isinstance(failures[0]["exc_info"], KeyError)
 
 
