@@ -19,6 +19,7 @@ import pytest
 from helpers import MS, fast, until
 from structlog.testing import capture_logs
 from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
 
 import wsclient
 from wsclient.testing import FlakyServer
@@ -609,3 +610,90 @@ async def test_a_timeout_anywhere_in_a_clients_life_leaves_it_closed_and_account
         # A send cut by the timeout may or may not have been handed over; any other is accounted for.
         assert accounted(client) - len(returned) in (0, 1)
     await server.wait_disconnected()
+
+
+# Less travelled ways out
+
+
+async def test_a_headers_callable_that_returns_no_mapping_is_a_handshake_error(server: FlakyServer) -> None:
+    with pytest.raises(wsclient.HandshakeError, match="must return a mapping"):
+        async with asyncio.timeout(BOUND), wsclient.Client(server.url, headers=lambda: ["x"], **fast()):  # type: ignore[arg-type, return-value]
+            pass
+    assert server.accepted == 0
+
+
+async def test_no_session_opens_after_close_even_when_a_callable_swallows_the_cancellation(
+    server: FlakyServer,
+) -> None:
+    entered = asyncio.Event()
+
+    async def stubborn_headers() -> dict[str, str]:
+        entered.set()
+        # A callable that ignores cancellation must not bring the client back.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+        return {}
+
+    client = wsclient.Client(server.url, headers=stubborn_headers, **fast())
+    async with asyncio.timeout(BOUND):
+        await client.start()
+        await entered.wait()
+        await client.close()
+    assert client.state is wsclient.State.CLOSED
+    assert client.stats.sessions == 0
+    await server.wait_disconnected()
+
+
+async def test_session_send_on_a_closed_session_raises_and_counts_nothing(server: FlakyServer) -> None:
+    sessions: list[wsclient.Session] = []
+
+    async def keep(session: wsclient.Session) -> None:
+        sessions.append(session)
+
+    async with asyncio.timeout(BOUND), wsclient.Client(server.url, on_connect=keep, **fast()) as client:
+        server.drop()
+        await server.wait_for_connections(2)
+        await client.wait_open()
+        assert "CLOSED" in repr(sessions[0])
+        with pytest.raises(ConnectionClosed):
+            await sessions[0].send("too late")
+        assert repr(client) == "<wsclient.Client open>"
+    assert client.stats.messages_out == 0
+    assert client.stats.sends_interrupted == 0
+
+
+async def test_a_failing_on_connect_against_a_server_that_never_answers_the_close_is_bounded(
+    server: FlakyServer,
+) -> None:
+    server.stall_next()
+    calls = 0
+
+    async def refuses_once(session: wsclient.Session) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise wsclient.Reconnect("not yet")
+
+    started = time.monotonic()
+    async with asyncio.timeout(BOUND), wsclient.Client(server.url, on_connect=refuses_once, **fast(close_timeout=0.1)):
+        assert calls == 2
+    assert time.monotonic() - started < 1.0
+
+
+async def test_a_flush_cut_by_a_dead_peer_counts_the_message_it_was_writing() -> None:
+    heartbeat = wsclient.Heartbeat(interval=10 * MS, timeout=30 * MS)
+    async with FlakyServer(handler=per_connection(never_reads)) as server:  # type: ignore[arg-type]
+        await server.stop()
+        client = wsclient.Client(server.url, **fast(heartbeat=heartbeat, compression=None, max_buffered=100))
+        async with asyncio.timeout(BOUND):
+            await client.start()
+            for _ in range(100):
+                await client.send(os.urandom(256 * 1024))
+            await server.start()
+            await until(lambda: client.stats.outages_total >= 1)
+            assert client.stats.sends_interrupted == 1
+            assert accounted(client) == 100
+            await client.wait_open()
+            await client.close()
+        assert client.stats.outages[0].cause == wsclient.Cause.HEARTBEAT_TIMEOUT
+        assert accounted(client) == 100
