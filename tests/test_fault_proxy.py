@@ -326,3 +326,25 @@ async def test_stop_while_a_connection_is_reaching_the_upstream_does_not_hang() 
             accepted.close()
         upstream.close()
         await upstream.wait_closed()
+
+
+async def test_stop_reading_backs_up_the_clients_writes_while_the_server_still_speaks(
+    proxy: FaultProxy, server: FlakyServer
+) -> None:
+    async with wsclient.Client(proxy.url, **fast(compression=None, max_size=None)) as client:
+        proxy.stop_reading()
+        assert not proxy.reading
+        # Far more than the socket buffers hold: the write waits for a reader.
+        blocked = asyncio.create_task(client.send("x" * 8_000_000))
+        try:
+            done, _ = await asyncio.wait({blocked}, timeout=50 * MS)
+            assert not done, "the write should wait while the proxy does not read"
+            await server.send_all("the server still speaks")
+            assert await client.recv() == "the server still speaks"
+            assert server.received == []
+            proxy.resume_reading()
+            async with asyncio.timeout(5):
+                await blocked
+        finally:
+            blocked.cancel()
+        assert await client.recv() == "x" * 8_000_000

@@ -3,8 +3,9 @@
 Put it between a client and any server (one written in another language
 too) and switch faults on and off from a test: reset every connection,
 blackhole traffic (the half-open connection of a dead NAT or a sleeping
-laptop), add latency, throttle, slice writes into tiny pieces, refuse new
-connections, cut a connection after N bytes. Every fault can also be
+laptop), stop reading what clients send (a peer that no longer reads, so
+the client's writes back up), add latency, throttle, slice writes into tiny
+pieces, refuse new connections, cut a connection after N bytes. Every fault can also be
 scheduled with :meth:`FaultProxy.schedule`; a scheduled fault that raises is
 reported by :meth:`FaultProxy.check`, :meth:`FaultProxy.stop` and leaving
 ``async with``, never lost.
@@ -47,17 +48,19 @@ class _Pipe:
             return
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._pump(self.client_reader, self.upstream_writer))
-                tg.create_task(self._pump(up_reader, self.client_writer))
+                tg.create_task(self._pump(self.client_reader, self.upstream_writer, proxy._reading))
+                tg.create_task(self._pump(up_reader, self.client_writer, proxy._open))
         except* (OSError, asyncio.IncompleteReadError):
             pass
         finally:
             self.reset()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reading: asyncio.Event) -> None:
         proxy = self.proxy
         while True:
             await proxy._open.wait()
+            # Not reading leaves what the peer sends in the socket buffers, until its writes wait.
+            await reading.wait()
             data = await reader.read(_CHUNK)
             if not data:
                 # Half-close: pass the EOF on, as the peer did.
@@ -98,7 +101,8 @@ class FaultProxy:
     Faults are attributes and methods you change while the proxy runs:
     ``latency`` (seconds per chunk), ``bandwidth`` (bytes per second),
     ``slice_size`` (bytes per write), ``cut_after`` (bytes per connection
-    before it is reset), :meth:`blackhole`/:meth:`restore`, :meth:`refuse`/
+    before it is reset), :meth:`blackhole`/:meth:`restore`,
+    :meth:`stop_reading`/:meth:`resume_reading`, :meth:`refuse`/
     :meth:`accept`, :meth:`reset`. :meth:`clear` switches every fault off.
 
     A fault run by :meth:`schedule` that raises is kept, not lost in a
@@ -126,6 +130,8 @@ class FaultProxy:
         self._server: asyncio.Server | None = None
         self._open = asyncio.Event()
         self._open.set()
+        self._reading = asyncio.Event()
+        self._reading.set()
         self._refusing = False
         self._timers: set[asyncio.TimerHandle] = set()
         self._tasks: set[asyncio.Task[object]] = set()
@@ -206,6 +212,7 @@ class FaultProxy:
             self._refusing = False
             await self._close_listener()
         self._open.set()
+        self._reading.set()
         pipes = [pipe.task for pipe in self._pipes if pipe.task is not None]
         self.reset()
         if pipes:
@@ -240,6 +247,23 @@ class FaultProxy:
     def blackholed(self) -> bool:
         return not self._open.is_set()
 
+    def stop_reading(self) -> None:
+        """Stop reading what clients send, while what the server sends still flows.
+
+        To the client the server looks alive but no longer reads: its pings
+        go unanswered and, once the socket buffers are full, its writes wait.
+        """
+        self._reading.clear()
+
+    def resume_reading(self) -> None:
+        """Read what clients send again: what was held back flows on."""
+        self._reading.set()
+
+    @property
+    def reading(self) -> bool:
+        """Whether what clients send is read and forwarded (see :meth:`stop_reading`)."""
+        return self._reading.is_set()
+
     async def refuse(self) -> None:
         """Close the listening socket: new connections are refused, open ones go on."""
         async with self._listener_lock:
@@ -263,6 +287,7 @@ class FaultProxy:
         self.slice_size = 0
         self.cut_after = None
         self.restore()
+        self.resume_reading()
         if self._refusing:
             await self.accept()
 
