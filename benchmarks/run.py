@@ -40,6 +40,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
 import wsclient
+import wsclient.sync
 from wsclient.testing import FlakyServer
 
 RESULTS = Path(__file__).parent / "results"
@@ -189,6 +190,34 @@ async def recv_websocket_client(url: str) -> int:
     return await asyncio.to_thread(receive)
 
 
+def recv_wsclient_sync_blocking(url: str) -> int:
+    count = 0
+    with wsclient.sync.Client(url, compression=None, max_size=None) as client:
+        for _ in client:
+            count += 1
+    return count
+
+
+async def recv_wsclient_sync(url: str) -> int:
+    """The sync client in a thread, iterated there as a program without asyncio would."""
+    return await asyncio.to_thread(recv_wsclient_sync_blocking, url)
+
+
+def recv_websockets_sync_blocking(url: str) -> int:
+    from websockets.sync.client import connect as sync_connect
+
+    count = 0
+    with sync_connect(url, compression=None, max_size=None) as ws:
+        for _ in ws:
+            count += 1
+    return count
+
+
+async def recv_websockets_sync(url: str) -> int:
+    """websockets' own sync client (a thread reading the socket, a queue to the caller), in a thread."""
+    return await asyncio.to_thread(recv_websockets_sync_blocking, url)
+
+
 RECEIVERS: list[tuple[str, Callable[[str], Awaitable[int]], str | None]] = [
     ("websockets `async for`", recv_websockets, None),
     ("wsclient `async for`", recv_wsclient, None),
@@ -196,6 +225,8 @@ RECEIVERS: list[tuple[str, Callable[[str], Awaitable[int]], str | None]] = [
     ("aiohttp", recv_aiohttp, "aiohttp"),
     ("picows", recv_picows, "picows"),
     ("websocket-client (thread, no UTF-8 check)", recv_websocket_client, "websocket"),
+    ("websockets sync `for` (thread)", recv_websockets_sync, None),
+    ("wsclient.sync `for` (thread)", recv_wsclient_sync, None),
 ]
 
 
@@ -285,16 +316,79 @@ async def echo_wsclient(url: str, count: int) -> list[float]:
     return times
 
 
+def echo_websocket_client_blocking(url: str, count: int) -> list[float]:
+    import websocket
+
+    times = []
+    ws = websocket.create_connection(url, enable_multithread=False, skip_utf8_validation=True)
+    try:
+        for _ in range(count):
+            started = time.perf_counter()
+            ws.send("ping")
+            ws.recv()
+            times.append(time.perf_counter() - started)
+    finally:
+        ws.close()
+    return times
+
+
+def echo_websockets_sync_blocking(url: str, count: int) -> list[float]:
+    from websockets.sync.client import connect as sync_connect
+
+    times = []
+    with sync_connect(url, compression=None) as ws:
+        for _ in range(count):
+            started = time.perf_counter()
+            ws.send("ping")
+            ws.recv()
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def echo_wsclient_sync_blocking(url: str, count: int) -> list[float]:
+    times = []
+    with wsclient.sync.Client(url, compression=None) as client:
+        for _ in range(count):
+            started = time.perf_counter()
+            client.send("ping")
+            client.recv()
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def in_thread(echo: Callable[[str, int], list[float]]) -> Callable[[str, int], Awaitable[list[float]]]:
+    """A blocking contender run in a thread, as the sync receivers are."""
+
+    async def run(url: str, count: int) -> list[float]:
+        return await asyncio.to_thread(echo, url, count)
+
+    return run
+
+
+ECHOERS: list[tuple[str, Callable[[str, int], Awaitable[list[float]]], str | None]] = [
+    ("websockets", echo_websockets, None),
+    ("wsclient", echo_wsclient, None),
+    ("websocket-client (thread, no UTF-8 check)", in_thread(echo_websocket_client_blocking), "websocket"),
+    ("websockets sync (thread)", in_thread(echo_websockets_sync_blocking), None),
+    ("wsclient.sync (thread)", in_thread(echo_wsclient_sync_blocking), None),
+]
+
+
 async def round_trips(settings: Settings) -> list[Row]:
     async with server_process("echo") as (port, _):
         url = f"ws://127.0.0.1:{port}/"
         rows = {
             (name, q): cost("echo round trip", name, f"p{q}", "µs", reference=name == "websockets")
-            for name in ("websockets", "wsclient")
+            for name, _, _ in ECHOERS
             for q in (50, 99)
         }
+        for (name, _, module), q in itertools.product(ECHOERS, (50, 99)):
+            if module and importlib.util.find_spec(module) is None:
+                rows[(name, q)].note = f"skipped: {module} not installed"
         for _ in range(settings.repeats):
-            for name, echo in (("websockets", echo_websockets), ("wsclient", echo_wsclient)):
+            for name, echo, module in ECHOERS:
+                if module and importlib.util.find_spec(module) is None:
+                    continue
                 times = sorted(await echo(url, settings.round_trips))
                 for q in (50, 99):
                     rows[(name, q)].runs.append(times[int(len(times) * q / 100) - 1] * 1e6)

@@ -1,10 +1,11 @@
-"""wsclient inside an application's lifespan, shared by several tasks.
+"""wsclient around a service's life, shared by several tasks.
 
-An application opens the client at startup and closes it at shutdown, the
-shape of an ASGI lifespan (Starlette, FastAPI) or any asyncio service: one
-``async with wsclient.Client(...)`` around the application's life, the
-client stored on the application's state, and every task that needs to send
-just calls ``await app.ws.send(...)``. Sends made while the connection is down
+A service that has nothing to do without its upstream opens the client at
+startup and closes it at shutdown: one ``async with wsclient.Client(...)``
+around the service's life (it returns once the first session is open), the
+client stored on the service's state, and every task that needs to send
+just calls ``await app.ws.send(...)``. A web app that must serve while the
+upstream is down calls ``client.start()`` instead: see ``app_lifespan.py``. Sends made while the connection is down
 are buffered and go out in order on the next session; at shutdown,
 ``client.unsent()`` says what could not be sent.
 

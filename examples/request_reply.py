@@ -25,7 +25,8 @@ from wsclient.testing import FlakyServer
 async def hello(websocket: ServerConnection) -> None:
     """The server side: one greeting per name."""
     async for name in websocket:
-        await websocket.send(f"Hello {name}!")
+        text = name if isinstance(name, str) else name.decode()
+        await websocket.send(f"Hello {text}!")
 
 
 async def ask(url: str, name: str, reply_within: float) -> str:

@@ -15,7 +15,7 @@ import pytest
 import wsclient
 from wsclient.testing import FaultProxy, FlakyServer
 
-FAST = {"backoff": wsclient.Backoff(initial=0.01, maximum=0.1), "open_timeout": 1.0}
+FAST = wsclient.Backoff(initial=0.01, maximum=0.1)
 
 
 async def subscribe(session: wsclient.Session) -> None:
@@ -25,7 +25,7 @@ async def subscribe(session: wsclient.Session) -> None:
 
 @pytest.mark.asyncio
 async def test_bot_resubscribes_after_a_drop(flaky_server: FlakyServer) -> None:
-    async with wsclient.Client(flaky_server.url, on_connect=subscribe, **FAST):
+    async with wsclient.Client(flaky_server.url, on_connect=subscribe, backoff=FAST, open_timeout=1.0):
         await flaky_server.wait_for_received(1)
         flaky_server.drop()  # abort the connection: the client sees 1006
         await flaky_server.wait_for_received(2)
@@ -34,7 +34,7 @@ async def test_bot_resubscribes_after_a_drop(flaky_server: FlakyServer) -> None:
 
 @pytest.mark.asyncio
 async def test_orders_sent_during_an_outage_arrive_in_order(flaky_server: FlakyServer) -> None:
-    async with wsclient.Client(flaky_server.url, **FAST) as client:
+    async with wsclient.Client(flaky_server.url, backoff=FAST, open_timeout=1.0) as client:
         await flaky_server.stop()  # the server goes down
         for n in range(3):
             await client.send(f"order-{n}")  # buffered while disconnected
@@ -46,7 +46,7 @@ async def test_orders_sent_during_an_outage_arrive_in_order(flaky_server: FlakyS
 @pytest.mark.asyncio
 async def test_bot_notices_a_dead_network(fault_proxy: FaultProxy, flaky_server: FlakyServer) -> None:
     heartbeat = wsclient.Heartbeat(interval=0.02, timeout=0.05)
-    async with wsclient.Client(fault_proxy.url, heartbeat=heartbeat, **FAST) as client:
+    async with wsclient.Client(fault_proxy.url, heartbeat=heartbeat, backoff=FAST, open_timeout=1.0) as client:
         fault_proxy.blackhole()  # sockets stay open, nothing gets through
         await fault_proxy.wait_for_connections(2)  # the heartbeat noticed and the bot reconnects
         fault_proxy.restore()

@@ -6,16 +6,21 @@ what is asserted is that every message is counted and the report says what it me
 
 from __future__ import annotations
 
+import importlib.util
+
 from websockets.frames import Frame, Opcode
 
 import wsclient
 from benchmarks.run import (
+    ECHOERS,
     Row,
     cost,
     markdown,
     recv_websockets,
+    recv_websockets_sync,
     recv_wsclient,
     recv_wsclient_handler,
+    recv_wsclient_sync,
     send_websockets,
     send_wsclient,
     server_process,
@@ -32,6 +37,18 @@ async def test_blast_server_delivers_every_frame_to_each_receiver() -> None:
         assert await recv_websockets(url) == 1500
         assert await recv_wsclient(url) == 1500
         assert await recv_wsclient_handler(url) == 1500
+        assert await recv_websockets_sync(url) == 1500
+        assert await recv_wsclient_sync(url) == 1500
+
+
+async def test_every_echo_contender_times_each_round_trip() -> None:
+    async with server_process("echo") as (port, _):
+        for name, echo, module in ECHOERS:
+            if module and importlib.util.find_spec(module) is None:
+                continue  # a peer from the bench extra, which the tests do not need
+            times = await echo(f"ws://127.0.0.1:{port}/", 50)
+            assert len(times) == 50, name
+            assert all(t > 0 for t in times), name
 
 
 async def test_sink_server_answers_once_every_byte_arrived() -> None:

@@ -187,25 +187,46 @@ async def test_listen_gives_up_with_exit_1() -> None:
     assert "ConnectionRefusedError" in err
 
 
+LISTEN_USAGE = "usage: wsclient listen "
+
+
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "usage"),
     [
-        ([], "the following arguments are required"),
-        (["listen"], "the following arguments are required: url"),
-        (["listen", "http://127.0.0.1:1"], "url must start with ws:// or wss://"),
-        (["listen", "ws://127.0.0.1:1", "--header", "no-colon"], "expected NAME:VALUE"),
-        (["listen", "ws://127.0.0.1:1", "--ping-interval", "0"], "must be > 0"),
-        (["listen", "ws://127.0.0.1:1", "--max-attempts", "x"], "not an integer"),
-        (["listen", "ws://127.0.0.1:1", "--backoff-initial", "5", "--backoff-max", "1"], "--backoff-max"),
-        (["listen", "ws://127.0.0.1:1", "--ca", "/nonexistent/ca.pem"], "no such file"),
-        (["listen", "ws://127.0.0.1:1", "--out", "/nonexistent/dir/out.jsonl"], "--out"),
-        (["frobnicate"], "invalid choice"),
+        ([], "the following arguments are required", "usage: wsclient [-h]"),
+        (["listen"], "the following arguments are required: url", LISTEN_USAGE),
+        (["listen", "http://127.0.0.1:1"], "url must start with ws:// or wss://", LISTEN_USAGE),
+        (["listen", "ws://127.0.0.1:1", "--header", "no-colon"], "expected NAME:VALUE", LISTEN_USAGE),
+        (["listen", "ws://127.0.0.1:1", "--ping-interval", "0"], "must be > 0", LISTEN_USAGE),
+        (["listen", "ws://127.0.0.1:1", "--max-attempts", "x"], "not an integer", LISTEN_USAGE),
+        (["listen", "ws://127.0.0.1:1", "--backoff-initial", "5", "--backoff-max", "1"], "--backoff-max", LISTEN_USAGE),
+        (["listen", "ws://127.0.0.1:1", "--ca", "/nonexistent/ca.pem"], "no such file", LISTEN_USAGE),
+        (["listen", "ws://127.0.0.1:1", "--out", "/nonexistent/dir/out.jsonl"], "--out", LISTEN_USAGE),
+        (["frobnicate"], "invalid choice", "usage: wsclient [-h]"),
     ],
 )
-async def test_usage_errors_exit_2_naming_the_argument(args: list[str], message: str) -> None:
+async def test_usage_errors_exit_2_naming_the_argument_under_the_commands_usage(
+    args: list[str], message: str, usage: str
+) -> None:
     code, _, err = await run_cli(*args)
     assert code == EXIT_USAGE
     assert message in err
+    assert err.startswith(usage)
+
+
+async def test_listen_help_shows_the_defaults() -> None:
+    code, out, _ = await run_cli("listen", "--help")
+    assert code == 0
+    text = " ".join(out.split())  # argparse wraps lines
+    for default in (
+        "heartbeat every S seconds (default: 20.0)",
+        "dead after S seconds silent (default: 10.0)",
+        "first reconnect delay (default: 0.5)",
+        "longest reconnect delay (default: 30.0)",
+        "handshake timeout (default: 10.0)",
+        "(default: never)",
+    ):
+        assert default in text
 
 
 async def test_handshake_rejected_exits_3_naming_the_status() -> None:

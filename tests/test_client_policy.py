@@ -253,14 +253,19 @@ async def test_invalid_url_from_a_callable_is_fatal() -> None:
 # on_connect.
 
 
-async def test_exception_in_on_connect_is_retried(server: FlakyServer) -> None:
+@pytest.mark.parametrize(
+    "error",
+    [wsclient.Reconnect("subscription service not ready"), ConnectionResetError("upstream reset"), TimeoutError()],
+    ids=lambda error: type(error).__name__,
+)
+async def test_a_connection_error_or_reconnect_in_on_connect_is_retried(server: FlakyServer, error: Exception) -> None:
     calls = 0
 
     async def flaky_subscribe(session: wsclient.Session) -> None:
         nonlocal calls
         calls += 1
         if calls < 3:
-            raise RuntimeError("subscription service not ready")
+            raise error
         await session.send("subscribed")
 
     with capture_logs() as events:
@@ -269,9 +274,26 @@ async def test_exception_in_on_connect_is_retried(server: FlakyServer) -> None:
     assert calls == 3
     failures = [e for e in events if e["event"] == "on_connect_failed"]
     assert len(failures) == 2
-    assert isinstance(failures[0]["exc_info"], RuntimeError)
+    assert failures[0]["log_level"] == "warning"
+    assert failures[0]["error"].startswith(type(error).__name__)
     assert client.stats.sessions == 1
     assert server.accepted == 3
+
+
+async def test_a_bug_in_on_connect_stops_the_client_after_one_attempt(server: FlakyServer) -> None:
+    async def buggy(session: wsclient.Session) -> None:
+        {}["missing"]
+
+    with capture_logs() as events, pytest.raises(wsclient.CallbackError) as caught:
+        async with asyncio.timeout(5), wsclient.Client(server.url, on_connect=buggy, **fast()):
+            pass
+    assert caught.value.callback == "on_connect"
+    assert isinstance(caught.value.__cause__, KeyError)
+    assert isinstance(caught.value, wsclient.FatalError)
+    assert server.accepted == 1
+    failures = [e for e in events if e["event"] == "on_connect_failed"]
+    assert len(failures) == 1
+    assert isinstance(failures[0]["exc_info"], KeyError)
 
 
 async def test_fatal_error_in_on_connect_stops(server: FlakyServer) -> None:

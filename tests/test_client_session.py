@@ -320,7 +320,7 @@ async def test_flapping_server_backs_off_and_a_stable_session_resets(server: Fla
             # Stay up past stable_after, then drop: the next outage starts from the first delay again.
             session = client.session
             assert session is not None
-            await until(lambda: asyncio.get_running_loop().time() - session._started > 40 * MS)
+            await until(lambda: asyncio.get_running_loop().time() - session.started > 40 * MS)
             server.drop()
             await server.wait_for_connections(flaps + 2)
             await client.wait_open(timeout=5)

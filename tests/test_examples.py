@@ -6,8 +6,11 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import fast
@@ -74,27 +77,33 @@ async def test_quickstart() -> None:
     assert out.splitlines()[-1] == "OK"
 
 
-async def test_counter_bot_restores_the_counter_after_an_embedded_restart() -> None:
-    code, out = await run_example("counter_bot.py", "--clicks", "3")
+BOTS = pytest.mark.parametrize("bot", ["counter_bot.py", "sync_counter_bot.py"])
+COLLECTORS = pytest.mark.parametrize("collector_example", ["collector.py", "sync_collector.py"])
+
+
+@BOTS
+async def test_counter_bot_restores_the_counter_after_an_embedded_restart(bot: str) -> None:
+    code, out = await run_example(bot, "--clicks", "3")
     assert code == 0
     assert "after the restart the server's counter is 3: OK" in out
 
 
+@BOTS
 async def test_counter_bot_restores_a_real_server_after_its_restart(
-    processes: list[asyncio.subprocess.Process],
+    processes: list[asyncio.subprocess.Process], bot: str
 ) -> None:
     async with CounterServer() as server:
-        bot = await start_example("counter_bot.py", "--url", server.url, "--clicks", "4")
-        processes.append(bot)
+        bot_process = await start_example(bot, "--url", server.url, "--clicks", "4")
+        processes.append(bot_process)
         await poll(lambda: server.value == 4)
         await server.stop()  # the restart forgets the value...
         await server.start()
         assert server.value == 0
         await poll(lambda: server.value == 4)  # ...and the bot puts it back
-        bot.send_signal(signal.SIGTERM)
+        bot_process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(10):
-            await bot.wait()
-    assert bot.returncode == 0
+            await bot_process.wait()
+    assert bot_process.returncode == 0
 
 
 async def test_counter_server_serves_the_counter_until_sigterm(processes: list[asyncio.subprocess.Process]) -> None:
@@ -113,15 +122,16 @@ async def test_counter_server_serves_the_counter_until_sigterm(processes: list[a
         assert await server.wait() == 0
 
 
+@COLLECTORS
 async def test_collector_records_gaps_resumes_and_stops_on_sigterm(
-    tmp_path: Path, processes: list[asyncio.subprocess.Process]
+    tmp_path: Path, processes: list[asyncio.subprocess.Process], collector_example: str
 ) -> None:
     out = tmp_path / "ticks.jsonl"
 
     def records() -> list[dict[str, object]]:
         return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
 
-    collector = await start_example("collector.py", "--out", str(out), "--drop-every", "0.3")
+    collector = await start_example(collector_example, "--out", str(out), "--drop-every", "0.3")
     processes.append(collector)
     await poll(lambda: sum(r["type"] == "gap" for r in records()) >= 2)
     collector.send_signal(signal.SIGTERM)
@@ -137,7 +147,7 @@ async def test_collector_records_gaps_resumes_and_stops_on_sigterm(
     assert all(g["cause"] == "connection_lost" and g["start"] <= g["end"] for g in gaps)  # type: ignore[operator]
 
     # Started again on the same file, it resumes after the last tick it wrote.
-    code, _ = await run_example("collector.py", "--out", str(out), "--duration", "0.3")
+    code, _ = await run_example(collector_example, "--out", str(out), "--duration", "0.3")
     assert code == 0
     seqs = [r["seq"] for r in records() if r["type"] == "tick"]
     assert len(seqs) > len(written) - len(gaps)
@@ -174,3 +184,95 @@ async def test_app_context_sends_from_several_tasks_through_drops() -> None:
     assert code == 0
     assert "3 tasks sent 90 events through 2 drops" in out
     assert out.splitlines()[-1] == "OK"
+
+
+async def get_json(url: str) -> tuple[int, Any]:
+    """A real HTTP GET, in a thread: the status and the JSON body."""
+
+    def get() -> tuple[int, Any]:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+
+    return await asyncio.to_thread(get)
+
+
+async def health_until(url: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15.0) -> dict[str, Any]:
+    """Ask ``url`` until its JSON body satisfies ``predicate``; bounded by ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while True:
+            status, body = await get_json(url)
+            assert status == 200
+            if predicate(body):
+                return body
+            await asyncio.sleep(0.02)
+
+
+async def start_app(
+    processes: list[asyncio.subprocess.Process], *args: str
+) -> tuple[str, list[str], asyncio.Task[None]]:
+    """Start ``app_lifespan.py`` under a real uvicorn; its /health URL, its stderr lines and the task reading them."""
+    app = await start_example("app_lifespan.py", "--port", "0", *args)
+    processes.append(app)
+    assert app.stderr is not None
+    stream = app.stderr
+    stderr: list[str] = []
+    async with asyncio.timeout(20):
+        while "Uvicorn running on http://" not in (line := (await stream.readline()).decode()):
+            assert line, f"the app ended before serving: {stderr}"
+            stderr.append(line)
+
+    async def drain() -> None:
+        while line := await stream.readline():
+            stderr.append(line.decode())
+
+    return line.split("Uvicorn running on ")[1].split()[0] + "/health", stderr, asyncio.create_task(drain())
+
+
+async def stop_app(app: asyncio.subprocess.Process, stderr: list[str], draining: asyncio.Task[None]) -> None:
+    """Ctrl-C: uvicorn runs the lifespan's shutdown, whose ``close()`` ends the session with 1000."""
+    app.send_signal(signal.SIGINT)
+    async with asyncio.timeout(10):
+        await app.wait()
+        await draining
+    # uvicorn shuts down, then raises the signal it caught again, for the parent to see.
+    assert app.returncode == -signal.SIGINT
+    assert any("Application shutdown complete" in line for line in stderr), stderr
+    assert any(line.startswith("INFO:wsclient:") and "code=1000" in line for line in stderr), stderr
+
+
+async def test_app_lifespan_serves_health_while_its_upstream_is_down_then_up(
+    processes: list[asyncio.subprocess.Process],
+) -> None:
+    async with FlakyServer("stream", stream_interval=0.01) as upstream:
+        await upstream.stop()  # down from the start, its port kept
+        health, stderr, draining = await start_app(processes, "--url", upstream.url)
+        status, down = await get_json(health)  # served, although the upstream refuses
+        assert status == 200
+        assert down["upstream"] in ("connecting", "reconnecting")
+        assert down["down_since"] <= time.time()
+        assert down["messages"] == 0
+
+        await upstream.start()
+        up = await health_until(health, lambda body: body["upstream"] == "open" and body["messages"] > 0)
+        assert up["down_since"] is None
+
+        stopped_at = time.time()
+        await upstream.stop()
+        again = await health_until(health, lambda body: body["upstream"] != "open")
+        assert again["down_since"] >= stopped_at - 1.0  # the outage, not the app's start
+        assert again["reconnects"] == 0
+
+        await upstream.start()
+        back = await health_until(health, lambda body: body["upstream"] == "open")
+        assert back["reconnects"] == 1
+        await stop_app(processes[0], stderr, draining)
+
+
+async def test_app_lifespan_with_its_embedded_upstream(processes: list[asyncio.subprocess.Process]) -> None:
+    health, stderr, draining = await start_app(processes)
+    status, down = await get_json(health)
+    assert status == 200
+    assert down["upstream"] != "open"  # the embedded upstream comes up 3 s after the app
+    up = await health_until(health, lambda body: body["messages"] > 0)
+    assert up["upstream"] == "open"
+    await stop_app(processes[0], stderr, draining)

@@ -63,4 +63,5 @@ def test_without_pytest_asyncio_the_fixtures_say_what_to_install(pytester: pytes
     pytester.makepyfile("def test_bot(flaky_server):\n    pass\n")
     result = pytester.runpytest_subprocess("-p", "no:asyncio", "-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*the flaky_server fixture runs on an event loop: install pytest-asyncio*"])
+    hint = "install pytest-asyncio (pip install 'wsclient-resilient[[]testing]')"  # [[] is fnmatch's "["
+    result.stdout.fnmatch_lines([f"*the flaky_server fixture runs on an event loop: {hint}"])

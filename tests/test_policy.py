@@ -9,6 +9,7 @@ import ssl
 import pytest
 from websockets.datastructures import Headers
 from websockets.exceptions import (
+    ConnectionClosedError,
     InvalidHandshake,
     InvalidHeader,
     InvalidMessage,
@@ -24,6 +25,7 @@ from websockets.http11 import Response
 
 from wsclient import (
     Action,
+    CallbackError,
     Cause,
     CertificateError,
     ClosedBy,
@@ -31,10 +33,12 @@ from wsclient import (
     FatalError,
     HandshakeError,
     HandshakeRejected,
+    Reconnect,
     SessionEnd,
 )
 from wsclient.policy import (
     SessionDropped,
+    callback_error,
     close_action,
     connect_action,
     hook_action,
@@ -180,10 +184,53 @@ def test_classify_error_overrides_and_none_falls_back() -> None:
 
 @pytest.mark.parametrize(
     ("exc", "expected"),
-    [(RuntimeError("subscribe failed"), R), (ConnectionResetError(), R), (FatalError("bad credentials"), F)],
+    [
+        (RuntimeError("subscribe failed"), F),
+        (KeyError("id"), F),
+        (ConnectionResetError(), R),
+        (TimeoutError(), R),
+        (ConnectionClosedError(None, None), R),
+        (Reconnect("resubscribe"), R),
+        (FatalError("bad credentials"), F),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else str(value),
 )
 def test_hook_action(exc: BaseException, expected: Action) -> None:
     assert hook_action(exc) is expected
+
+
+@pytest.mark.parametrize(
+    ("exc", "kept"),
+    [(ConnectionResetError(), True), (Reconnect(), True), (FatalError("x"), True), (KeyError("id"), False)],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else str(value),
+)
+def test_callback_error_keeps_what_may_be_retried_and_names_a_bug(exc: Exception, kept: bool) -> None:
+    error = callback_error("on_connect", exc)
+    if kept:
+        assert error is exc
+    else:
+        assert isinstance(error, CallbackError)
+        assert isinstance(error, FatalError)
+        assert error.callback == "on_connect"
+        assert str(error) == "on_connect raised KeyError: 'id'"
+
+
+def test_a_close_policy_callable_sees_the_whole_end_and_none_keeps_the_default() -> None:
+    def policy(session_end: SessionEnd) -> str | None:
+        if session_end.code == 1000 and session_end.reason == "ping timed out":
+            return "reconnect"
+        if session_end.cause is Cause.HEARTBEAT_TIMEOUT:
+            return Action.FATAL
+        return None
+
+    late_pong = SessionEnd(1000, "ping timed out", ClosedBy.SERVER, Cause.CLOSED, 1.0)
+    assert close_action(late_pong, overrides=policy) is R
+    assert close_action(end(1000), overrides=policy) is S
+    assert close_action(end(1006, ClosedBy.NOBODY, Cause.HEARTBEAT_TIMEOUT), overrides=policy) is F
+    assert close_action(end(1011), overrides=policy) is R
+    assert close_action(end(1000, ClosedBy.CLIENT, Cause.USER_CLOSE), overrides=lambda _: R) is S
+    with pytest.raises(ValueError, match="retry"):
+        close_action(end(1000), overrides=lambda _: "retry")
 
 
 def test_to_fatal_translates_each_kind() -> None:
@@ -191,6 +238,7 @@ def test_to_fatal_translates_each_kind() -> None:
     assert isinstance(rejected, HandshakeRejected)
     assert rejected.status == 401
     assert rejected.headers["WWW-Authenticate"] == "Bearer"
+    assert rejected.headers.get("www-authenticate") == "Bearer"
     assert "401" in str(rejected)
 
     closed = to_fatal(SessionDropped(end(1008)))
@@ -234,7 +282,11 @@ def test_parse_retry_after(value: str | None, expected: float | None) -> None:
         (status(503, {"Retry-After": "7"}), 7.0),
         (status(429, {"Retry-After": "2"}), 2.0),
         (status(429), 5.0),
-        (status(503, {"Retry-After": "garbage"}), 5.0),
+        (status(503, {"Retry-After": "garbage"}), 0.0),
+        (status(503), 0.0),
+        (status(502), 0.0),
+        (status(504), 0.0),
+        (status(429, {"Retry-After": "garbage"}), 5.0),
         (status(503, {"Retry-After": "86400"}), 60.0),
         (status(500, {"Retry-After": "7"}), 0.0),
         (SessionDropped(end(1013)), 5.0),

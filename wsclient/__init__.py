@@ -10,6 +10,7 @@ from .client import Client
 from .config import Data
 from .errors import (
     BufferFull,
+    CallbackError,
     CertificateError,
     ClientClosed,
     FatalCloseError,
@@ -17,6 +18,7 @@ from .errors import (
     GaveUp,
     HandshakeError,
     HandshakeRejected,
+    Reconnect,
     WsClientError,
 )
 from .events import Cause, ClosedBy, SessionEnd, State
@@ -32,6 +34,7 @@ __all__ = [
     "Action",
     "Backoff",
     "BufferFull",
+    "CallbackError",
     "Cause",
     "CertificateError",
     "Client",
@@ -45,6 +48,7 @@ __all__ = [
     "HandshakeRejected",
     "Heartbeat",
     "Outage",
+    "Reconnect",
     "Session",
     "SessionEnd",
     "State",

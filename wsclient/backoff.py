@@ -7,6 +7,8 @@ The delays are tenacity's own: exponential with full jitter by default
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tenacity import RetryCallState
@@ -15,7 +17,7 @@ from tenacity.wait import wait_base, wait_exponential, wait_random_exponential
 
 from .policy import retry_delay_hint
 
-__all__ = ["Backoff", "wait_server_hint"]
+__all__ = ["Backoff", "stop_after_outage", "wait_server_hint"]
 
 
 class wait_server_hint(wait_base):  # noqa: N801 - named like tenacity's strategies
@@ -29,6 +31,26 @@ class wait_server_hint(wait_base):  # noqa: N801 - named like tenacity's strateg
         outcome = retry_state.outcome
         exc = outcome.exception() if outcome is not None and outcome.failed else None
         return retry_delay_hint(exc, overload_delay=self.overload_delay, cap=self.cap)
+
+
+class stop_after_outage(stop_base):  # noqa: N801 - named like tenacity's strategies
+    """Stop once the client has been without an open session for ``max_outage`` seconds.
+
+    tenacity's ``stop_after_delay`` counts from the start of the retry loop,
+    which also spans short sessions that were up; this counts only the time
+    down, read from ``down_since`` (a ``clock`` reading, ``None`` while a session is open).
+    """
+
+    def __init__(
+        self, max_outage: float, down_since: Callable[[], float | None], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_outage = max_outage
+        self.down_since = down_since
+        self.clock = clock
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        since = self.down_since()
+        return since is not None and self.clock() - since >= self.max_outage
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +108,21 @@ class Backoff:
         return base + wait_server_hint(self.overload_delay, self.max_retry_after)
 
     @staticmethod
-    def stop(max_attempts: int | None = None, max_outage: float | None = None) -> stop_base:
-        """The tenacity stop strategy: after ``max_attempts`` attempts or ``max_outage`` seconds of one outage."""
+    def stop(
+        max_attempts: int | None = None,
+        max_outage: float | None = None,
+        down_since: Callable[[], float | None] | None = None,
+    ) -> stop_base:
+        """The tenacity stop strategy: after ``max_attempts`` attempts or ``max_outage`` seconds of one outage.
+
+        With ``down_since`` (a ``time.monotonic()`` reading), only the time
+        without an open session counts towards ``max_outage``.
+        """
         stop: stop_base = stop_never
         if max_attempts is not None:
             stop = stop | stop_after_attempt(max_attempts)
         if max_outage is not None:
-            stop = stop | stop_after_delay(max_outage)
+            stop = stop | (
+                stop_after_delay(max_outage) if down_since is None else stop_after_outage(max_outage, down_since)
+            )
         return stop

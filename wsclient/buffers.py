@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
-from .errors import BufferFull
+from .errors import BufferFull, fresh_error
 from .stats import Stats
 
 __all__ = ["Deliver", "Inbox", "Outbox"]
@@ -98,7 +98,7 @@ class Inbox(Generic[T]):
         items = self._items
         while not items:
             if self._end is not None:
-                raise self._end
+                raise fresh_error(self._end)
             await self._getters.wait()
         item = items.popleft()
         self._putters.wake_one()
@@ -174,9 +174,13 @@ class Outbox(Generic[T]):
         """Wake every task waiting for space so it can look at the client's state again."""
         self._space.wake_all()
 
-    async def wait_for_space(self, keep_waiting: Callable[[], bool] = lambda: True) -> None:
-        """Return once a message fits, the outbox is closed, or ``keep_waiting()`` turns false after a wake-up."""
-        while len(self.queue) >= self.limit and not self._closed and keep_waiting():
+    async def wait_for_space(self) -> None:
+        """Return at the next wake-up (a pop, ``wake()``, or close), or at once if a message fits or it is closed.
+
+        The caller looks again at what it waits for: with ``limit == 0`` a
+        message never fits, and only a session ready to take it directly helps.
+        """
+        if len(self.queue) >= self.limit and not self._closed:
             await self._space.wait()
 
     async def wait_until_empty(self) -> None:

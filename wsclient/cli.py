@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print every message of a WebSocket feed, reconnecting through drops",
         description="Print every message as it arrives, reconnect through drops, and record every outage.",
     )
+    listen.set_defaults(usage_error=listen.error)
     listen.add_argument("url", help="ws:// or wss:// URL")
     listen.add_argument(
         "--send", action="append", default=[], metavar="MSG", help="send MSG on every fresh session (repeatable)"
@@ -97,15 +98,47 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--count", type=_count, metavar="N", help="close with 1000 after N messages")
     listen.add_argument("--ca", type=_existing_file, metavar="FILE", help="trust the CA certificates in FILE (wss)")
     group = listen.add_argument_group("resilience")
-    group.add_argument("--ping-interval", type=_positive, default=20.0, metavar="S", help="heartbeat every S seconds")
-    group.add_argument("--ping-timeout", type=_positive, default=10.0, metavar="S", help="dead after S seconds silent")
+    group.add_argument(
+        "--ping-interval",
+        type=_positive,
+        default=20.0,
+        metavar="S",
+        help="heartbeat every S seconds (default: %(default)s)",
+    )
+    group.add_argument(
+        "--ping-timeout",
+        type=_positive,
+        default=10.0,
+        metavar="S",
+        help="dead after S seconds silent (default: %(default)s)",
+    )
     group.add_argument("--no-heartbeat", action="store_true", help="turn the heartbeat off")
-    group.add_argument("--idle-timeout", type=_positive, metavar="S", help="reconnect when no data came for S seconds")
-    group.add_argument("--backoff-initial", type=_positive, default=0.5, metavar="S", help="first reconnect delay")
-    group.add_argument("--backoff-max", type=_positive, default=30.0, metavar="S", help="longest reconnect delay")
-    group.add_argument("--max-attempts", type=_count, metavar="N", help="give up after N failed attempts in a row")
-    group.add_argument("--max-outage", type=_positive, metavar="S", help="give up after an outage of S seconds")
-    group.add_argument("--open-timeout", type=_positive, default=10.0, metavar="S", help="handshake timeout")
+    group.add_argument(
+        "--idle-timeout", type=_positive, metavar="S", help="reconnect when no data came for S seconds (default: off)"
+    )
+    group.add_argument(
+        "--backoff-initial",
+        type=_positive,
+        default=0.5,
+        metavar="S",
+        help="first reconnect delay (default: %(default)s)",
+    )
+    group.add_argument(
+        "--backoff-max",
+        type=_positive,
+        default=30.0,
+        metavar="S",
+        help="longest reconnect delay (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-attempts", type=_count, metavar="N", help="give up after N failed attempts in a row (default: never)"
+    )
+    group.add_argument(
+        "--max-outage", type=_positive, metavar="S", help="give up after an outage of S seconds (default: never)"
+    )
+    group.add_argument(
+        "--open-timeout", type=_positive, default=10.0, metavar="S", help="handshake timeout (default: %(default)s)"
+    )
     _add_output_options(listen)
 
     demo = commands.add_parser(
@@ -113,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="watch a collector survive scripted faults against a local server (no network needed)",
         description="Run a collector against a local server while faults are injected, then report what was lost.",
     )
+    demo.set_defaults(usage_error=demo.error)
     demo.add_argument("--fast", action="store_true", help="run the same script about ten times faster")
     _add_output_options(demo)
     return parser
@@ -120,7 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("output")
-    group.add_argument("-v", "--verbose", action="count", default=0, help="more log events (-vv: debug)")
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more log events (-vv: debug; default: listen logs info, demo only errors)",
+    )
     group.add_argument("--log-json", action="store_true", help="log JSON lines instead of console lines")
     group.add_argument("--no-status", action="store_true", help="no live status line, even on a terminal")
 
@@ -178,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(_run(args, status))
     except UsageError as exc:
-        parser.error(str(exc))
+        args.usage_error(str(exc))  # the command's own usage line
     except GaveUp as exc:
         cause = describe_error(exc.__cause__)
         print(f"wsclient: {exc}" + (f"; last error: {cause}" if cause else ""), file=sys.stderr)

@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import ssl as ssl_module
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 
 from websockets.exceptions import ConnectionClosed
@@ -14,15 +14,18 @@ from websockets.protocol import State as ProtocolState
 
 from .backoff import Backoff
 from .buffers import Deliver, Inbox, Outbox
-from .config import ClientConfig, Data, HeadersSource, MessageHandler, OnConnect, Overflow, UrlSource
-from .errors import BufferFull, ClientClosed, WsClientError
-from .events import State, check_transition
+from .config import ClientConfig, CloseActions, Data, HeadersSource, MessageHandler, OnConnect, Overflow, UrlSource
+from .errors import BufferFull, ClientClosed, WsClientError, fresh_error
+from .events import Cause, State, check_transition
 from .heartbeat import Heartbeat
-from .logs import get_logger, redact_url
-from .policy import Action, ErrorClassifier
-from .session import Session
+from .logs import describe_error, get_logger, redact_url
+from .policy import ErrorClassifier
+from .session import Session, count_write, to_payload
 from .stats import Stats
 from .supervisor import Supervisor
+
+HANDLER_ERROR_LOG_INTERVAL = 10.0
+"""Seconds between two log events about a failing ``on_message``: the first one carries the traceback."""
 
 __all__ = ["Client"]
 
@@ -52,7 +55,7 @@ class Client:
         heartbeat: Heartbeat | None = Heartbeat(),
         idle_timeout: float | None = None,
         reconnect_on_normal_close: bool = False,
-        close_actions: Mapping[int, Action | str] | None = None,
+        close_actions: CloseActions | None = None,
         classify_error: ErrorClassifier | None = None,
         max_buffered: int = 1024,
         overflow: Overflow = "error",
@@ -96,11 +99,12 @@ class Client:
         self._inbox: Inbox[Data] = Inbox(inbox_size)
         self._outbox: Outbox[Data] = Outbox(max_buffered, self.stats)
         self._supervisor = Supervisor(
-            self.config, self.stats, self._outbox, self._make_deliver(), self._set_state, self._log
+            self.config, self.stats, self._outbox, self._make_deliver(), self._set_state, self._log, self._is_stopping
         )
         self._task: asyncio.Task[None] | None = None
         self._end: BaseException | None = None
         self._closing = False
+        self._finished = False
 
     def __repr__(self) -> str:
         return f"<wsclient.Client {self._state.value}>"
@@ -123,11 +127,16 @@ class Client:
             raise RuntimeError(f"client cannot start: it is {self._state.value}")
         self._set_state(State.CONNECTING)
         self._task = asyncio.create_task(self._run(), name="wsclient-supervisor")
+        # A task cancelled before its first step never runs _run's cleanup: this callback always runs.
+        self._task.add_done_callback(lambda _: self._finish(ClientClosed()))
 
     async def __aenter__(self) -> Client:
         await self.start()
         try:
             await self.wait_open()
+        except asyncio.CancelledError:
+            await self._abort()
+            raise
         except BaseException:
             await self.close()
             raise
@@ -148,15 +157,17 @@ class Client:
         task = self._task
         if task is None:
             raise RuntimeError("client is not started: use 'async with client' or 'await client.start()'")
-        opened = asyncio.create_task(self._supervisor.opened.wait())
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.wait({opened, task}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            opened.cancel()
-            await asyncio.wait({opened})
-        if not self._is_open():
-            raise self._stopped_error()
+        async with asyncio.timeout(timeout):
+            # A session may open and end before this task looks: keep waiting until one is open now.
+            while not self._is_open():
+                if task.done() or self._closing:
+                    raise self._stopped_error()
+                opened = asyncio.create_task(self._supervisor.opened.wait())
+                try:
+                    await asyncio.wait({opened, task}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    opened.cancel()
+                    await asyncio.wait({opened})
 
     async def wait_closed(self) -> None:
         """Wait until the client stopped for good (what ``on_message`` users wait on).
@@ -170,12 +181,14 @@ class Client:
         await asyncio.wait({task})
         end = self._end
         if end is not None and not isinstance(end, ClientClosed):
-            raise end
+            raise fresh_error(end)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Flush the outbox, close the session with ``code`` and stop reconnecting. Idempotent.
 
-        Every wait is bounded by ``close_timeout``, whatever the server does.
+        No new session opens once ``close()`` was called. ``close_timeout``
+        bounds the whole call, whatever the server does: past it, or if the
+        call is cancelled, the connection is dropped without a handshake.
         Messages that could not be sent stay available from :meth:`unsent`.
         """
         if isinstance(code, bool) or not isinstance(code, int) or not (code in (1000, 1001) or 3000 <= code <= 4999):
@@ -188,22 +201,25 @@ class Client:
                 self._set_state(State.CLOSED)
                 self._finish(ClientClosed())
             return
-        if not self._closing:
-            self._closing = True
-            if self._state is not State.CLOSED:
-                self._set_state(State.CLOSING)
-            await self._close_session(code, reason)
-            self._inbox.close(ClientClosed())
+        first = not self._closing
+        self._closing = True
+        if self._state not in (State.CLOSING, State.CLOSED):
+            self._set_state(State.CLOSING)
         if asyncio.current_task() is task:
-            # Called from on_connect or on_message: the supervisor ends once this returns.
+            # Called from on_connect or on_message: the supervisor ends once the callback returns.
+            if first:
+                await self._close_session(code, reason)
             return
         try:
-            done, _ = await asyncio.wait({task}, timeout=self.config.close_timeout)
-            if not done:
-                task.cancel()
+            async with asyncio.timeout(self.config.close_timeout):
+                if first:
+                    await self._close_session(code, reason)
                 await asyncio.wait({task})
+        except TimeoutError:
+            self._log.warning("close_timeout", unsent=len(self._outbox))
+            await self._abort()
         except asyncio.CancelledError:
-            task.cancel()
+            await self._abort()
             raise
 
     async def _close_session(self, code: int, reason: str) -> None:
@@ -214,15 +230,24 @@ class Client:
                 task.cancel()
             return
         if len(self._outbox) and session.flushing:
-            try:
-                async with asyncio.timeout(self.config.close_timeout):
-                    await self._outbox.wait_until_empty()
-            except TimeoutError:
-                self._log.warning("close_flush_timeout", unsent=len(self._outbox))
+            await self._outbox.wait_until_empty()
         await session.close(code, reason)
         if not session.flushing and task is not None and task is not asyncio.current_task():
             # on_connect is still running and may not notice the close: stop it.
             task.cancel()
+
+    async def _abort(self) -> None:
+        """Drop the live connection and stop the supervisor now (``close()`` timed out or was cancelled).
+
+        The supervisor ends within a few loop steps once cancelled; the wait is
+        bounded all the same, in case an application callback holds on.
+        """
+        self._closing = True
+        if (session := self._supervisor.session) is not None:
+            session.abort(Cause.USER_CLOSE)
+        if (task := self._task) is not None and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.wait({task}, timeout=self.config.close_timeout)
 
     async def _run(self) -> None:
         """The supervisor task: keep the stream alive, then record why it stopped."""
@@ -243,13 +268,15 @@ class Client:
             self._finish(end)
 
     def _finish(self, end: BaseException) -> None:
-        if self._end is None:
-            self._end = end
+        if self._finished:
+            return
+        self._finished = True
+        self._end = end
         if (outage := self.stats.current_outage) is not None:
             outage.end = time.time()
         if self._state is not State.CLOSED:
             self._set_state(State.CLOSED)
-        self._inbox.close(self._end)
+        self._inbox.close(end)
         self._outbox.close()
         if len(self._outbox):
             self._log.warning("unsent", messages=len(self._outbox))
@@ -270,7 +297,7 @@ class Client:
         return self._closing or self._state is State.CLOSED
 
     def _stopped_error(self) -> BaseException:
-        return self._end if self._end is not None else ClientClosed()
+        return fresh_error(self._end) if self._end is not None else ClientClosed()
 
     # Receiving
 
@@ -278,15 +305,30 @@ class Client:
         handler = self.config.on_message
         if handler is None:
             return self._inbox
-        log = self._log
+        log, stats = self._log, self.stats
+        quiet_until = 0.0
+        reported = 0
 
         async def deliver(message: Data) -> None:
+            nonlocal quiet_until, reported
             try:
                 result = handler(message)
                 if result is not None and inspect.isawaitable(result):
                     await result
-            except Exception:
-                log.exception("on_message_failed")
+            except Exception as exc:
+                # A handler failing on every message must not log a traceback per message.
+                stats.handler_errors += 1
+                now = time.monotonic()
+                if now >= quiet_until:
+                    first = reported == 0
+                    log.error(
+                        "on_message_failed",
+                        errors=stats.handler_errors - reported,
+                        error=describe_error(exc),
+                        exc_info=exc if first else None,
+                    )
+                    reported = stats.handler_errors
+                    quiet_until = now + HANDLER_ERROR_LOG_INTERVAL
 
         return deliver
 
@@ -322,46 +364,51 @@ class Client:
         While a session is open, a full outbox makes ``send()`` wait. While
         disconnected, a full outbox raises ``BufferFull`` (``overflow="error"``),
         drops the oldest buffered message (``"drop_oldest"``) or waits (``"wait"``).
+        A ``str`` that is not valid Unicode raises ``UnicodeEncodeError`` and
+        changes nothing.
         """
-        if not isinstance(message, _DATA_TYPES):
-            raise TypeError(f"message must be str or bytes, got {type(message).__name__}")
-        if self._is_stopping():
+        payload, text = to_payload(message)
+        if self._closing or self._finished:
             raise ClientClosed("cannot send: client is closed")
         session = self._supervisor.session
         outbox = self._outbox
-        # The hot path: no len() and one property read before websockets' own send().
+        # The hot path: one property read before websockets' own send().
         if session is not None and session.ready and not outbox.queue and session.protocol.state is _OPEN:
-            try:
-                await session.connection.send(message)
-            except ConnectionClosed:
-                self._interrupted(session)
-                return
-            # websockets returns normally when the connection is aborted while a send waits to drain.
-            if session.protocol.state is _OPEN:
-                self.stats.messages_out += 1
-            else:
-                self._interrupted(session)
+            await self._write(session, payload, text)
             return
-        while outbox.full():
+        while True:
+            if not outbox.full():
+                outbox.add(message)
+                return
             if self._state is State.OPEN or self.config.overflow == "wait":
-                # Woken by a flush, by close, or by a state change: leaving OPEN applies the overflow policy.
-                await outbox.wait_for_space(self._waits_for_space)
+                # Woken by a flush, a ready session, close, or leaving OPEN (which applies the overflow policy).
+                await outbox.wait_for_space()
                 if self._is_stopping():
                     raise ClientClosed("cannot send: client closed while waiting for outbox space")
+                session = self._supervisor.session
+                if session is not None and session.ready and not outbox.queue and session.protocol.state is _OPEN:
+                    await self._write(session, payload, text)
+                    return
             elif self.config.overflow == "drop_oldest":
                 outbox.add(message, drop_oldest=True)
                 self._log.warning("buffer_dropped_oldest", limit=outbox.limit)
                 return
             else:
                 raise BufferFull(outbox.limit)
-        outbox.add(message)
 
-    def _interrupted(self, session: Session) -> None:
-        self.stats.sends_interrupted += 1
-        self._log.warning("send_interrupted", session_id=session.id)
-
-    def _waits_for_space(self) -> bool:
-        return self._state is State.OPEN or self.config.overflow == "wait"
+    async def _write(self, session: Session, payload: bytes | bytearray | memoryview, text: bool) -> None:
+        """Write into the open session; the message counts as written or interrupted on every way out."""
+        written = False
+        try:
+            await session.connection.send(payload, text=text)
+            # websockets returns normally when the connection is aborted while a send waits to drain.
+            written = session.protocol.state is _OPEN
+        except ConnectionClosed:
+            pass
+        finally:
+            count_write(self.stats, written)
+            if not written:
+                self._log.warning("send_interrupted", session_id=session.id)
 
     def unsent(self) -> list[Data]:
         """Messages handed to ``send()`` that no session has written yet (all of them, once closed)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -10,13 +12,15 @@ from urllib.parse import urlsplit
 
 from .backoff import Backoff
 from .heartbeat import Heartbeat
-from .policy import Action, ErrorClassifier
+from .policy import Action, ClosePolicy, ErrorClassifier
 
 if TYPE_CHECKING:
     from .session import Session
 
 __all__ = [
+    "ActionName",
     "ClientConfig",
+    "CloseActions",
     "Data",
     "HeadersSource",
     "MessageHandler",
@@ -32,6 +36,9 @@ HeadersSource: TypeAlias = Mapping[str, str] | Callable[[], Mapping[str, str] | 
 OnConnect: TypeAlias = "Callable[[Session], Awaitable[None]]"
 MessageHandler: TypeAlias = Callable[[Data], Awaitable[None] | None]
 Overflow: TypeAlias = Literal["error", "drop_oldest", "wait"]
+ActionName: TypeAlias = Literal["reconnect", "stop", "fatal"]
+CloseActions: TypeAlias = Mapping[int, Action | ActionName] | Callable[[Any], "Action | ActionName | None"]
+"""Per-code actions, or a callable over the whole ``SessionEnd`` returning an action or ``None`` for the default."""
 
 _OVERFLOWS = ("error", "drop_oldest", "wait")
 _COMPRESSIONS = ("deflate", None)
@@ -76,6 +83,13 @@ def _callable(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be callable, got {type(value).__name__}")
 
 
+def is_async_callable(value: Any) -> bool:
+    """Whether calling ``value`` gives a coroutine: an async function, a partial of one, or an async ``__call__``."""
+    while isinstance(value, functools.partial):
+        value = value.func
+    return inspect.iscoroutinefunction(value) or inspect.iscoroutinefunction(getattr(value, "__call__", None))  # noqa: B004
+
+
 @dataclass(frozen=True, slots=True)
 class ClientConfig:
     """Every ``Client`` argument, validated; see ``Client`` for what each one means."""
@@ -89,7 +103,7 @@ class ClientConfig:
     heartbeat: Heartbeat | None = Heartbeat()
     idle_timeout: float | None = None
     reconnect_on_normal_close: bool = False
-    close_actions: Mapping[int, Action] | None = None
+    close_actions: Mapping[int, Action] | ClosePolicy | None = None
     classify_error: ErrorClassifier | None = None
     max_buffered: int = 1024
     overflow: Overflow = "error"
@@ -111,6 +125,8 @@ class ClientConfig:
             if urlsplit(url).scheme == "ws" and self.ssl is not None:
                 raise ValueError("ssl is given but url is ws://; use wss:// for TLS")
         _callable("on_connect", self.on_connect)
+        if self.on_connect is not None and not is_async_callable(self.on_connect):
+            raise TypeError("on_connect must be an async function (async def on_connect(session): ...)")
         _callable("on_message", self.on_message)
         _callable("classify_error", self.classify_error)
         if not isinstance(self.backoff, Backoff):
@@ -138,9 +154,11 @@ class ClientConfig:
             isinstance(self.subprotocols, str) or not all(isinstance(p, str) for p in self.subprotocols)
         ):
             raise TypeError("subprotocols must be a sequence of str")
-        if self.close_actions is not None:
+        if self.close_actions is not None and not callable(self.close_actions):
             if not isinstance(self.close_actions, Mapping):
-                raise TypeError("close_actions must be a mapping of close code to wsclient.Action")
+                raise TypeError(
+                    "close_actions must be a mapping of close code to wsclient.Action, or a callable over a SessionEnd"
+                )
             actions: dict[int, Action] = {}
             for code, action in self.close_actions.items():
                 if isinstance(code, bool) or not isinstance(code, int) or not 1000 <= code <= 4999:

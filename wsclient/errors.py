@@ -7,10 +7,14 @@ server said (close code, HTTP status) so that the application can act on it.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
+
+from websockets.datastructures import Headers
 
 __all__ = [
     "BufferFull",
+    "CallbackError",
     "CertificateError",
     "ClientClosed",
     "FatalCloseError",
@@ -18,12 +22,42 @@ __all__ = [
     "GaveUp",
     "HandshakeError",
     "HandshakeRejected",
+    "Reconnect",
     "WsClientError",
+    "fresh_error",
 ]
 
 
 class WsClientError(Exception):
     """Base class of every error raised by wsclient."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Rebuild from the attributes the constructor took, so that ``copy.copy`` gives an equal error.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[WsClientError], args: tuple[object, ...], state: dict[str, object]) -> WsClientError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+def fresh_error(error: BaseException) -> BaseException:
+    """A new exception equal to ``error``, with the same ``__cause__``, for raising a stored error again.
+
+    Raising the same object again and again would grow its traceback with every raise.
+    """
+    try:
+        fresh = copy.copy(error)
+    except Exception:  # pragma: no cover - an exception type that cannot be copied
+        fresh = WsClientError(str(error))
+    if fresh is error:  # pragma: no cover - a type whose copy returns itself
+        fresh = WsClientError(str(error))
+    fresh.__traceback__ = None
+    fresh.__cause__ = error.__cause__
+    fresh.__suppress_context__ = True
+    return fresh
 
 
 class FatalError(WsClientError):
@@ -47,11 +81,15 @@ class FatalCloseError(FatalError):
 
 
 class HandshakeRejected(FatalError):
-    """The server answered the opening handshake with an HTTP status that will not change."""
+    """The server answered the opening handshake with an HTTP status that will not change.
 
-    def __init__(self, status: int, headers: Mapping[str, str] | None = None) -> None:
+    ``headers`` are the response's headers, looked up case-insensitively
+    (``headers.get("WWW-Authenticate")`` finds ``www-authenticate``).
+    """
+
+    def __init__(self, status: int, headers: Mapping[str, str] | Headers | None = None) -> None:
         self.status = status
-        self.headers: Mapping[str, str] = dict(headers or {})
+        self.headers: Headers = Headers(headers.raw_items() if isinstance(headers, Headers) else (headers or {}))
         super().__init__(f"server rejected the WebSocket handshake with HTTP {status}")
 
 
@@ -61,6 +99,29 @@ class HandshakeError(FatalError):
 
 class CertificateError(FatalError):
     """The server's TLS certificate is not trusted; pass an ``ssl`` context that trusts it."""
+
+
+class CallbackError(FatalError):
+    """A callable of the application raised: a bug to fix, not a fault to retry.
+
+    ``callback`` names it (``"on_connect"``, ``"url"``, ``"headers"``,
+    ``"Heartbeat.message"``, ``"classify_error"``, ``"close_actions"``); the
+    original exception is chained as ``__cause__``.
+    """
+
+    def __init__(self, callback: str, error: BaseException) -> None:
+        self.callback = callback
+        detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        super().__init__(f"{callback} raised {detail}")
+
+
+class Reconnect(WsClientError):
+    """Raise it in ``on_connect`` to drop this session and reconnect with backoff.
+
+    Any other exception from ``on_connect`` that is not a connection error
+    (``ConnectionClosed``, ``OSError``, ``TimeoutError``) stops the client
+    with a :class:`CallbackError`.
+    """
 
 
 class GaveUp(WsClientError):

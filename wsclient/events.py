@@ -46,8 +46,8 @@ def check_transition(old: State, new: State) -> State:
     return new
 
 
-class ClosedBy(enum.Enum):
-    """Which side ended a connection."""
+class ClosedBy(enum.StrEnum):
+    """Which side ended a connection (a ``str``: ``ClosedBy.SERVER == "server"``)."""
 
     SERVER = "server"
     """The server sent the first close frame."""
@@ -57,8 +57,8 @@ class ClosedBy(enum.Enum):
     """No close frame either way: reset, abort, heartbeat timeout (code 1006)."""
 
 
-class Cause(enum.Enum):
-    """Why a session ended, as far as this side can tell."""
+class Cause(enum.StrEnum):
+    """Why a session ended, as far as this side can tell (a ``str``: ``Cause.CLOSED == "closed"``)."""
 
     CLOSED = "closed"
     """A close frame was exchanged."""
@@ -68,6 +68,8 @@ class Cause(enum.Enum):
     """No pong and no inbound data within the heartbeat timeout."""
     IDLE_TIMEOUT = "idle_timeout"
     """No inbound data for ``idle_timeout``."""
+    WRITE_STALLED = "write_stalled"
+    """Data waited to be written and the peer took none of it within the heartbeat timeout."""
     USER_CLOSE = "user_close"
     """The application called ``close()``."""
 

@@ -3,7 +3,9 @@
 A peer is alive when anything proves it within the timeout: its pong, any
 inbound bytes, or the kernel draining what we wrote. A session whose reading
 we paused ourselves (the application is not reading) is backpressured, not
-dead, so it is never declared dead for that.
+dead, so it is never declared dead for that. A peer that keeps sending but
+took none of our waiting bytes within the timeout is stalled, however lively
+its own data looks.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .errors import CallbackError
 from .events import Cause
 
-__all__ = ["Heartbeat", "Link", "run_heartbeat", "run_idle_watchdog"]
+__all__ = ["Heartbeat", "Link", "heartbeat_message", "run_heartbeat", "run_idle_watchdog"]
 
 HeartbeatMessage = str | bytes | Callable[[], str | bytes]
 
@@ -70,13 +73,35 @@ class Link(Protocol):
     async def send_heartbeat(self, message: str | bytes | None) -> Awaitable[float] | None:
         """Send a ping (``message is None``; returns the pong waiter) or an application message."""
 
+    def write_backlog(self) -> int:
+        """Bytes written by this side that the peer has not taken yet (waiting in the transport)."""
+
+    def write_stalled(self, since: float, backlog: int) -> bool:
+        """Whether writing stayed blocked since ``since`` with no byte of ``backlog`` taken by the peer."""
+
+
+def heartbeat_message(settings: Heartbeat) -> str | bytes | None:
+    """This beat's application message: ``settings.message``, or what its callable returns (checked)."""
+    message = settings.message
+    if not callable(message):
+        return message
+    try:
+        message = message()
+    except Exception as exc:
+        raise CallbackError("Heartbeat.message", exc) from exc
+    if not isinstance(message, str | bytes):
+        error = TypeError(f"must return str or bytes, got {type(message).__name__}")
+        raise CallbackError("Heartbeat.message", error) from error
+    return message
+
 
 async def run_heartbeat(settings: Heartbeat, link: Link, log: Any = None) -> Cause:
-    """Ping until the peer stops giving signs of life, then return ``Cause.HEARTBEAT_TIMEOUT``.
+    """Ping until the peer stops giving signs of life, then return why: heartbeat timeout or stalled writes.
 
     A missing pong is forgiven, and logged as ``heartbeat_deferred``, when
     reading is paused on purpose (always), or when data arrived or drained
-    meanwhile (up to ``missed_pongs`` times in a row).
+    meanwhile (up to ``missed_pongs`` times in a row). Writes blocked for the
+    whole timeout with nothing taken end the session as ``Cause.WRITE_STALLED``.
     """
     loop = asyncio.get_running_loop()
     next_at = loop.time() + settings.interval
@@ -85,7 +110,8 @@ async def run_heartbeat(settings: Heartbeat, link: Link, log: Any = None) -> Cau
         await asyncio.sleep(max(0.0, next_at - loop.time()))
         sent_at = loop.time()
         next_at = sent_at + settings.interval
-        message = settings.message() if callable(settings.message) else settings.message
+        message = heartbeat_message(settings)
+        backlog = link.write_backlog()
         pong: Awaitable[float] | None = None
         try:
             async with asyncio.timeout(settings.timeout):
@@ -102,6 +128,9 @@ async def run_heartbeat(settings: Heartbeat, link: Link, log: Any = None) -> Cau
         reason = _other_sign_of_life(link, sent_at)
         if reason is None:
             return Cause.HEARTBEAT_TIMEOUT
+        if reason == "data_received" and link.write_stalled(sent_at, backlog):
+            # The peer talks but takes nothing we write: inbound data proves nothing about our sends.
+            return Cause.WRITE_STALLED
         if pong is not None and reason != "reading_paused":
             # Only a pong proves the peer still reads what we send.
             missed += 1

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from websockets.exceptions import (
+    ConnectionClosed,
     InvalidHandshake,
     InvalidMessage,
     InvalidProxy,
@@ -23,17 +24,27 @@ from websockets.exceptions import (
     ProxyError,
 )
 
-from .errors import CertificateError, FatalCloseError, FatalError, HandshakeError, HandshakeRejected
+from .errors import (
+    CallbackError,
+    CertificateError,
+    FatalCloseError,
+    FatalError,
+    HandshakeError,
+    HandshakeRejected,
+    Reconnect,
+)
 from .events import Cause, ClosedBy, SessionEnd
 
 __all__ = [
     "Action",
+    "ClosePolicy",
     "ErrorClassifier",
     "FATAL_CLOSE_CODES",
     "NORMAL_CLOSE_CODES",
     "RECONNECT_CLOSE_CODES",
     "RETRY_STATUSES",
     "SessionDropped",
+    "callback_error",
     "close_action",
     "connect_action",
     "hook_action",
@@ -56,6 +67,9 @@ class Action(enum.Enum):
 
 ErrorClassifier = Callable[[BaseException], "Action | None"]
 """A user's rule for connect errors: return an action, or ``None`` for the default."""
+
+ClosePolicy = Callable[[SessionEnd], "Action | str | None"]
+"""A user's rule over a whole session end (code, reason, who closed, cause): an action, or ``None`` for the default."""
 
 NORMAL_CLOSE_CODES = frozenset({1000, 1005})
 """Deliberate closes: 1000 Normal Closure, 1005 a close frame without a code."""
@@ -87,18 +101,24 @@ def close_action(
     end: SessionEnd,
     *,
     reconnect_on_normal_close: bool = False,
-    overrides: Mapping[int, Action] | None = None,
+    overrides: Mapping[int, Action] | ClosePolicy | None = None,
 ) -> Action:
     """Decide what follows a session that ended as ``end``.
 
-    A close the application asked for always stops. Otherwise a per-code
-    override wins, then the defaults of RFC 6455's code ranges. The code is
-    the one that mattered (see :class:`SessionEnd`), so a server that makes
-    this side fail the connection (1009, 1007) does not get an endless loop.
+    A close the application asked for always stops. Otherwise the user's
+    rule wins (a per-code mapping, or a callable over the whole end that
+    returns ``None`` to keep the default), then the defaults of RFC 6455's
+    code ranges. The code is the one that mattered (see :class:`SessionEnd`),
+    so a server that makes this side fail the connection (1009, 1007) does
+    not get an endless loop.
     """
     if end.cause is Cause.USER_CLOSE:
         return Action.STOP
-    if overrides and end.code in overrides:
+    if callable(overrides):
+        chosen = overrides(end)
+        if chosen is not None:
+            return Action(chosen)
+    elif overrides and end.code in overrides:
         return overrides[end.code]
     if end.code in NORMAL_CLOSE_CODES:
         if end.closed_by is ClosedBy.SERVER and reconnect_on_normal_close:
@@ -148,9 +168,26 @@ _CONNECT_ERROR_RULES: tuple[tuple[type[BaseException], Action], ...] = (
 )
 
 
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (Reconnect, ConnectionClosed, OSError, TimeoutError)
+"""What a user callable (``on_connect``, a URL or headers callable) may raise to ask for a reconnect."""
+
+
 def hook_action(exc: BaseException) -> Action:
-    """Decide what follows an exception in ``on_connect``: retry, unless it is a ``FatalError``."""
-    return Action.FATAL if isinstance(exc, FatalError) else Action.RECONNECT
+    """Decide what follows an exception from a user callable such as ``on_connect``.
+
+    A connection error (or :class:`Reconnect`) reconnects; anything else is a
+    bug in the application that retrying would only repeat, so it is fatal.
+    """
+    if isinstance(exc, FatalError):
+        return Action.FATAL
+    return Action.RECONNECT if isinstance(exc, CONNECTION_ERRORS) else Action.FATAL
+
+
+def callback_error(callback: str, exc: Exception) -> Exception:
+    """What a user callable's exception becomes: itself when it asks for a reconnect or is fatal already, else a bug."""
+    if isinstance(exc, FatalError) or hook_action(exc) is Action.RECONNECT:
+        return exc
+    return CallbackError(callback, exc)
 
 
 def to_fatal(exc: BaseException) -> FatalError:
@@ -161,7 +198,7 @@ def to_fatal(exc: BaseException) -> FatalError:
         end = exc.end
         return FatalCloseError(end.code, end.reason, end.closed_by.value)
     if isinstance(exc, InvalidStatus):
-        return HandshakeRejected(exc.response.status_code, dict(exc.response.headers.raw_items()))
+        return HandshakeRejected(exc.response.status_code, exc.response.headers)
     if isinstance(exc, ssl.SSLCertVerificationError):
         return CertificateError(f"server certificate not trusted: {exc.verify_message or exc}")
     return HandshakeError(f"{type(exc).__name__}: {exc}")
@@ -187,14 +224,16 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 def retry_delay_hint(exc: BaseException | None, *, overload_delay: float, cap: float) -> float:
     """Extra seconds the server asked for before the next attempt (``Retry-After``, close 1013).
 
-    A 429/503 without a usable ``Retry-After`` and a 1013 close both ask for
-    ``overload_delay``; a hint is never longer than ``cap``, so a hostile
-    ``Retry-After`` cannot park the client forever.
+    A 429 without a usable ``Retry-After`` and a 1013 close both ask for
+    ``overload_delay``. A 503 waits only what its ``Retry-After`` says: a
+    proxy's 502/503/504 during a deploy is the commonest handshake failure and
+    comes back on the ordinary backoff. A hint is never longer than ``cap``,
+    so a hostile ``Retry-After`` cannot park the client forever.
     """
     hint: float | None = None
     if isinstance(exc, InvalidStatus) and exc.response.status_code in (429, 503):
         hint = parse_retry_after(exc.response.headers.get("Retry-After"))
-        if hint is None:
+        if hint is None and exc.response.status_code == 429:
             hint = overload_delay
     elif isinstance(exc, SessionDropped) and exc.end.code == TRY_AGAIN_LATER:
         hint = overload_delay

@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State as ProtocolState
 from websockets.typing import Subprotocol
@@ -25,9 +26,10 @@ from .events import Cause, ClosedBy, SessionEnd
 from .heartbeat import run_heartbeat, run_idle_watchdog
 from .stats import Stats
 
-__all__ = ["Session", "end_from_close", "open_connection"]
+__all__ = ["Session", "count_write", "end_from_close", "open_connection", "to_payload", "wire_max_size"]
 
 ABNORMAL_CLOSURE = 1006
+MESSAGE_TOO_BIG = 1009
 _session_numbers = itertools.count(1)
 
 
@@ -41,6 +43,7 @@ class TrackedConnection(ClientConnection):
 
     last_rx: float = 0.0
     last_drain: float = 0.0
+    paused_at: float = 0.0
     _close_timer: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
@@ -54,9 +57,26 @@ class TrackedConnection(ClientConnection):
             self._close_timer.cancel()
         super().connection_lost(exc)
 
+    def pause_writing(self) -> None:
+        self.paused_at = self.loop.time()
+        super().pause_writing()
+
     def resume_writing(self) -> None:
         self.last_drain = self.loop.time()
         super().resume_writing()
+
+
+def wire_max_size(max_size: int | None, compression: str | None) -> int | None:
+    """The frame size limit given to websockets, which checks it on compressed frames too.
+
+    Deflate makes incompressible data a little larger (5 bytes per stored
+    block, at worst 4% with the smallest memory level), so a message under
+    ``max_size`` could fail as 1009 on the wire; the session checks the
+    decompressed message against ``max_size`` itself.
+    """
+    if max_size is None or compression is None:
+        return max_size
+    return max_size + max_size // 16 + 1024
 
 
 async def open_connection(
@@ -79,7 +99,7 @@ async def open_connection(
         ping_interval=None,
         ping_timeout=None,
         close_timeout=config.close_timeout,
-        max_size=config.max_size,
+        max_size=wire_max_size(config.max_size, config.compression),
         max_queue=config.max_queue,
         create_connection=TrackedConnection,
         **kwargs,
@@ -87,6 +107,34 @@ async def open_connection(
     assert isinstance(connection, TrackedConnection)
     connection.last_rx = connection.last_drain = connection.loop.time()
     return connection
+
+
+def to_payload(message: object) -> tuple[bytes | bytearray | memoryview, bool]:
+    """The bytes websockets writes for ``message`` and whether they form a text frame.
+
+    A ``str`` is encoded here, once: one that is not valid Unicode (a lone
+    surrogate) raises ``UnicodeEncodeError`` before anything is written or buffered.
+    """
+    if isinstance(message, str):
+        return message.encode(), True
+    if isinstance(message, bytes | bytearray | memoryview):
+        return message, False
+    raise TypeError(f"message must be str or bytes, got {type(message).__name__}")
+
+
+def too_big(message: Data, limit: int) -> bool:
+    """Whether ``message`` is over ``limit`` bytes (a ``str`` is encoded only when its length cannot tell)."""
+    if isinstance(message, str):
+        return len(message) > limit or (4 * len(message) > limit and len(message.encode()) > limit)
+    return len(message) > limit
+
+
+def count_write(stats: Stats, written: bool) -> None:
+    """Account for one message handed to a connection: written, or interrupted on the way."""
+    if written:
+        stats.messages_out += 1
+    else:
+        stats.sends_interrupted += 1
 
 
 def end_from_close(exc: ConnectionClosed, cause: Cause | None, duration: float) -> SessionEnd:
@@ -119,19 +167,22 @@ class Session:
     def __init__(self, connection: TrackedConnection, config: ClientConfig, stats: Stats, log: Any) -> None:
         self.number = next(_session_numbers)
         self.id = f"s{self.number}"
-        self.connection = connection
+        self._connection = connection
+        self.connection: ClientConnection = connection
+        """websockets' connection, for what wsclient does not wrap (``latency``, ``local_address``)."""
         self.protocol = connection.protocol
         """websockets' sans-I/O protocol: its ``state`` is the cheapest test of an open connection."""
         self._config = config
         self._stats = stats
         self._log = log
         self._cause: Cause | None = None
-        self._started = connection.loop.time()
+        self.started = connection.loop.time()
+        """Loop time at which the connection opened."""
         self.ready = False
         """True once ``on_connect`` ran and the outbox was flushed: sends may go straight out."""
         self.flushing = False
         """True once ``on_connect`` ran and the sender started writing the outbox."""
-        self.hook_error: BaseException | None = None
+        self.hook_error: Exception | None = None
         """What ``on_connect`` raised, if it failed; the supervisor decides what follows."""
 
     def __repr__(self) -> str:
@@ -145,10 +196,10 @@ class Session:
         return self.connection.subprotocol
 
     @property
-    def response_headers(self) -> Mapping[str, str]:
-        """The headers of the server's handshake response."""
+    def response_headers(self) -> Headers:
+        """The headers of the server's handshake response, looked up case-insensitively."""
         response = self.connection.response
-        return {} if response is None else dict(response.headers.raw_items())
+        return Headers() if response is None else response.headers
 
     @property
     def is_open(self) -> bool:
@@ -159,20 +210,21 @@ class Session:
         """Send on this connection now (no buffering); raises ``ConnectionClosed`` if it is gone.
 
         A message is written at once when the session :attr:`is_open`; if the
-        connection then breaks, it counts in ``stats.sends_interrupted``.
+        connection then breaks, or the call is cancelled while the write
+        drains, it counts in ``stats.sends_interrupted``. A ``str`` that is not
+        valid Unicode raises ``UnicodeEncodeError`` before anything is written.
         """
-        written = self.is_open
+        payload, text = to_payload(message)
+        if not self.is_open:
+            await self.connection.send(payload, text=text)  # raises ConnectionClosed: nothing is written
+            return
+        written = False
         try:
-            await self.connection.send(message)
-        except ConnectionClosed:
-            if written:
-                self._stats.sends_interrupted += 1
-            raise
-        if self.is_open:
-            self._stats.messages_out += 1
-        else:
+            await self.connection.send(payload, text=text)
             # Aborted while the send waited to drain: websockets returns without raising.
-            self._stats.sends_interrupted += 1
+            written = self.is_open
+        finally:
+            count_write(self._stats, written)
 
     async def recv(self) -> Data:
         """Receive the next message of this connection (only before the consumer starts)."""
@@ -182,15 +234,27 @@ class Session:
 
     @property
     def last_rx(self) -> float:
-        return self.connection.last_rx
+        return self._connection.last_rx
 
     @property
     def last_drain(self) -> float:
-        return self.connection.last_drain
+        return self._connection.last_drain
 
     def reading_paused(self) -> bool:
         transport = self.connection.transport
         return not transport.is_closing() and not transport.is_reading()
+
+    def write_backlog(self) -> int:
+        return self.connection.transport.get_write_buffer_size()
+
+    def write_stalled(self, since: float, backlog: int) -> bool:
+        connection = self._connection
+        return (
+            connection.paused
+            and connection.paused_at <= since
+            and connection.last_drain < since
+            and 0 < backlog <= connection.transport.get_write_buffer_size()
+        )
 
     async def send_heartbeat(self, message: str | bytes | None) -> Awaitable[float] | None:
         if message is None:
@@ -228,18 +292,25 @@ class Session:
 
         ``on_connect`` runs with the heartbeat already watching; if it raises,
         the connection is dropped and the error is kept in ``hook_error``.
+        Whatever ends the run (an end, an error of a task, a cancellation),
+        the transport is aborted on the way out if it is still open.
         """
-        async with asyncio.TaskGroup() as tg:
-            watchers = []
-            if (heartbeat := self._config.heartbeat) is not None:
-                watcher = self._watch(partial(run_heartbeat, heartbeat, self, self._log))
-                watchers.append(tg.create_task(watcher, name=f"wsclient-heartbeat-{self.id}"))
-            if (idle_timeout := self._config.idle_timeout) is not None:
-                watcher = self._watch(partial(run_idle_watchdog, idle_timeout, self))
-                watchers.append(tg.create_task(watcher, name=f"wsclient-idle-{self.id}"))
-            end = await self._main(tg, on_connect, on_ready, deliver, outbox, watchers)
-            for task in watchers:
-                task.cancel()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                watchers = []
+                if (heartbeat := self._config.heartbeat) is not None:
+                    watcher = self._watch(partial(run_heartbeat, heartbeat, self, self._log))
+                    watchers.append(tg.create_task(watcher, name=f"wsclient-heartbeat-{self.id}"))
+                if (idle_timeout := self._config.idle_timeout) is not None:
+                    watcher = self._watch(partial(run_idle_watchdog, idle_timeout, self))
+                    watchers.append(tg.create_task(watcher, name=f"wsclient-idle-{self.id}"))
+                end = await self._main(tg, on_connect, on_ready, deliver, outbox, watchers)
+                for task in watchers:
+                    task.cancel()
+        finally:
+            self.ready = False
+            if not self.connection.transport.is_closing():
+                self.connection.transport.abort()
         return end
 
     async def _main(
@@ -292,29 +363,48 @@ class Session:
         self.abort(cause)
 
     async def _flush(self, outbox: Outbox[Data]) -> None:
-        """Write the outbox in order, then keep writing whatever is buffered behind live sends."""
+        """Write the outbox in order, then keep writing whatever is buffered behind live sends.
+
+        A popped message is this task's to account for: written, or
+        interrupted when the connection breaks or the task is cancelled
+        while the write drains (the frame is already in the transport then).
+        """
         connection, stats = self.connection, self._stats
         while True:
             while len(outbox):
                 if connection.state is not ProtocolState.OPEN:
                     return
-                message = outbox.pop()
+                payload, text = to_payload(outbox.pop())
+                written = False
                 try:
-                    await connection.send(message)
-                except ConnectionClosed:
-                    stats.sends_interrupted += 1
-                    return
-                if connection.state is not ProtocolState.OPEN:
+                    await connection.send(payload, text=text)
                     # Aborted while the send waited to drain: websockets returns without raising.
-                    stats.sends_interrupted += 1
+                    written = connection.state is ProtocolState.OPEN
+                except ConnectionClosed:
                     return
-                stats.messages_out += 1
-            self.ready = True
+                finally:
+                    count_write(stats, written)
+                if not written:
+                    return
+            if not self.ready:
+                self.ready = True
+                outbox.wake()
             await outbox.wait_for_items()
 
     async def _consume(self, deliver: Deliver) -> SessionEnd:
         recv, stats = self.connection.recv, self._stats
+        limit = self._config.max_size
         try:
+            if limit is not None and self.connection.protocol.extensions:
+                # Compressed frames were let through with some slack: check the message itself.
+                put = deliver.put if isinstance(deliver, Inbox) else deliver
+                while True:
+                    message = await recv()
+                    if too_big(message, limit):
+                        await self.connection.close(MESSAGE_TOO_BIG, f"message over max_size ({limit} bytes)")
+                        continue
+                    stats.messages_in += 1
+                    await put(message)
             if isinstance(deliver, Inbox):
                 offer, put = deliver.offer, deliver.put
                 while True:
@@ -330,10 +420,16 @@ class Session:
         except ConnectionClosed:
             return await self._ended()
 
+    def end_now(self) -> SessionEnd:
+        """How the session ended, from what is known at once (it is being cancelled; nothing is awaited)."""
+        protocol = self.protocol
+        known = ConnectionClosed(protocol.close_rcvd, protocol.close_sent, protocol.close_rcvd_then_sent)
+        return end_from_close(known, self._cause, self.connection.loop.time() - self.started)
+
     async def _ended(self) -> SessionEnd:
         await self.connection.wait_closed()
         self.ready = False
-        duration = self.connection.loop.time() - self._started
+        duration = self.connection.loop.time() - self.started
         try:
             # Raises nothing here: the connection is closed, so this returns its close exception.
             exc = self.connection.close_exc

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from .events import Cause, ClosedBy
+
 __all__ = ["Outage", "Stats"]
 
 MAX_OUTAGES = 1000
@@ -20,7 +22,7 @@ class Outage:
     """One period without a live session. Times are wall-clock epoch seconds."""
 
     start: float
-    cause: str
+    cause: Cause
     end: float | None = None
     attempts: int = 0
 
@@ -49,15 +51,19 @@ class Stats:
     dropped: int = 0
     """Buffered messages discarded by ``overflow="drop_oldest"``."""
     sends_interrupted: int = 0
-    """Messages written into a connection that broke while the write was in progress.
+    """Messages whose write a broken connection or a cancellation interrupted.
 
     They may or may not have reached the server: only an application
     acknowledgement proves delivery.
     """
+    handler_errors: int = 0
+    """Exceptions raised by ``on_message`` (logged, rate-limited; the stream goes on)."""
     last_close_code: int | None = None
     last_close_reason: str = ""
-    last_closed_by: str | None = None
-    last_cause: str | None = None
+    last_closed_by: ClosedBy | None = None
+    last_cause: Cause | None = None
+    down_since: float | None = None
+    """Since when (epoch seconds) the client has had no open session, first connect included; ``None`` while open."""
     outages_total: int = 0
     outages: deque[Outage] = field(default_factory=lambda: deque(maxlen=MAX_OUTAGES))
     """The most recent outages, oldest first; the last one may still be going on."""

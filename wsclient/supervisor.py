@@ -18,11 +18,11 @@ from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_excepti
 
 from .buffers import Deliver, Outbox
 from .config import ClientConfig, Data, check_url
-from .errors import FatalError, GaveUp, HandshakeError
-from .events import SessionEnd, State
+from .errors import CallbackError, FatalError, GaveUp, HandshakeError
+from .events import Cause, ClosedBy, SessionEnd, State
 from .logs import describe_error, redact_url
-from .policy import Action, SessionDropped, close_action, connect_action, hook_action, to_fatal
-from .session import Session, open_connection
+from .policy import Action, SessionDropped, callback_error, close_action, connect_action, hook_action, to_fatal
+from .session import ABNORMAL_CLOSURE, Session, open_connection
 from .stats import Outage, Stats
 
 __all__ = ["Supervisor"]
@@ -45,6 +45,25 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, Exception) and not isinstance(exc, FatalError)
 
 
+def _leaf(exc: BaseException) -> BaseException:
+    """The first real error inside the exception groups a TaskGroup raises."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _describe(exc: BaseException | None) -> str | None:
+    """A log line's ``error``: a dropped session is told by how it ended, not by an internal class name."""
+    if isinstance(exc, SessionDropped):
+        end = exc.end
+        return f"session ended: {end.cause.value}, code {end.code} by the {end.closed_by.value}"
+    return describe_error(exc)
+
+
+STOPPED = SessionEnd(1000, "", ClosedBy.CLIENT, Cause.USER_CLOSE, 0.0)
+"""The end reported when ``close()`` came before a session could open."""
+
+
 class Supervisor:
     """Keeps one client connected: the loop behind ``Client``."""
 
@@ -56,6 +75,7 @@ class Supervisor:
         deliver: Deliver,
         set_state: Callable[[State], None],
         log: Any,
+        stopping: Callable[[], bool] = lambda: False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._config = config
@@ -64,8 +84,10 @@ class Supervisor:
         self._deliver = deliver
         self._set_state = set_state
         self._log = log
+        self._stopping = stopping
         self._sleep = sleep
         self._wait = config.backoff.wait()
+        self._down_at: float | None = None
         self._ssl: ssl_module.SSLContext | None = config.ssl
         self._seed: SessionDropped | None = None
         self._opened_once = False
@@ -77,8 +99,10 @@ class Supervisor:
         """Keep connected until the policy says stop; return the last session's end.
 
         Raises ``FatalError`` when retrying cannot help and ``GaveUp`` when
-        ``max_attempts`` or ``max_outage`` is reached.
+        ``max_attempts`` or ``max_outage`` is reached. Once ``stopping()``
+        holds, no new session opens.
         """
+        self._mark_down()
         while True:
             seeded = self._seed is not None
             max_attempts = self._config.max_attempts
@@ -86,7 +110,9 @@ class Supervisor:
                 sleep=self._sleep,
                 wait=self._wait,
                 stop=self._config.backoff.stop(
-                    None if max_attempts is None else max_attempts + seeded, self._config.max_outage
+                    None if max_attempts is None else max_attempts + seeded,
+                    self._config.max_outage,
+                    down_since=lambda: self._down_at,
                 ),
                 retry=retry_if_exception(_is_transient),
                 before_sleep=self._before_sleep,
@@ -98,8 +124,8 @@ class Supervisor:
                 last = exc.last_attempt
                 cause = last.exception()
                 attempts = last.attempt_number - seeded
-                elapsed = time.monotonic() - started
-                self._log.error("gave_up", attempts=attempts, error=describe_error(cause))
+                elapsed = time.monotonic() - (started if self._down_at is None else self._down_at)
+                self._log.error("gave_up", attempts=attempts, error=_describe(cause))
                 raise GaveUp(attempts, elapsed) from cause
             except FatalError as exc:
                 self._log.error("fatal", error=describe_error(exc))
@@ -115,6 +141,8 @@ class Supervisor:
         if self._seed is not None:
             seed, self._seed = self._seed, None
             raise seed
+        if self._stopping():
+            return STOPPED
         config, stats = self._config, self._stats
         stats.connect_attempts += 1
         if (outage := stats.current_outage) is not None:
@@ -125,34 +153,73 @@ class Supervisor:
         try:
             connection = await open_connection(config, url, headers, self._ssl_for(url))
         except Exception as exc:
-            action = connect_action(exc, config.classify_error)
+            action = self._connect_action(exc)
             log.warning("connect_failed", error=describe_error(exc), action=action.value)
             if action is Action.FATAL:
                 raise to_fatal(exc) from exc
             raise
+        if self._stopping():
+            # close() came while the handshake ran: this session must not start.
+            connection.transport.abort()
+            await connection.wait_closed()
+            return STOPPED
         session = Session(connection, config, stats, log)
         self.session = session
         try:
             end = await session.run(config.on_connect, self._on_open, self._deliver, self._outbox)
+        except asyncio.CancelledError:
+            # close() gave up waiting, or was cancelled: the session ends here, by the client.
+            self._record(session, session.end_now(), Action.STOP, log)
+            raise
+        except Exception as exc:
+            end = self._failed(session, _leaf(exc), log)
         finally:
             self.session = None
             self.opened.clear()
+            self._mark_down()
         if session.hook_error is not None:
             error = session.hook_error
-            log.warning("on_connect_failed", session_id=session.id, exc_info=error)
             if hook_action(error) is Action.FATAL:
-                raise to_fatal(error) from error
+                log.error("callback_failed", callback="on_connect", session_id=session.id, exc_info=error)
+                fatal = to_fatal(callback_error("on_connect", error))
+                raise fatal from (None if fatal is error else error)
+            log.warning("on_connect_failed", session_id=session.id, error=describe_error(error))
             raise error
         return self._after(session, end, log)
 
+    def _failed(self, session: Session, error: BaseException, log: Any) -> SessionEnd:
+        """An exception escaped the session: a lost connection goes on as one, anything else is fatal."""
+        if hook_action(error) is Action.FATAL:
+            log.error("session_failed", session_id=session.id, exc_info=error)
+            if isinstance(error, FatalError):
+                raise error
+            raise FatalError(f"session failed: {describe_error(error)}") from error
+        log.error("session_failed", session_id=session.id, exc_info=error)
+        duration = session.connection.loop.time() - session.started
+        return SessionEnd(ABNORMAL_CLOSURE, "", ClosedBy.NOBODY, Cause.CONNECTION_LOST, duration)
+
+    def _connect_action(self, exc: Exception) -> Action:
+        try:
+            return connect_action(exc, self._config.classify_error)
+        except Exception as error:
+            raise CallbackError("classify_error", error) from error
+
     async def _resolve_target(self) -> tuple[str, Mapping[str, str] | None]:
-        """This attempt's URL and headers: callables run before every attempt, so tokens are fresh."""
+        """This attempt's URL and headers: callables run before every attempt, so tokens are fresh.
+
+        A connection error raised by a callable is retried; anything else is a bug, and fatal.
+        """
+        name = "url"
         try:
             url = await _resolve(self._config.url)
+            name = "headers"
             headers: Mapping[str, str] | None = await _resolve(self._config.headers)
         except Exception as exc:
-            self._log.warning("url_or_headers_failed", exc_info=exc)
-            raise
+            error = callback_error(name, exc)
+            self._log.warning("url_or_headers_failed", callback=name, error=describe_error(exc))
+            if error is exc:
+                raise
+            raise error from exc
         try:
             check_url(url)
             if headers is not None and not isinstance(headers, Mapping):
@@ -163,16 +230,43 @@ class Supervisor:
 
     def _after(self, session: Session, end: SessionEnd, log: Any) -> SessionEnd | SessionDropped:
         """Record how a session ended and turn the policy's decision into the retry loop's terms."""
+        try:
+            action = close_action(
+                end,
+                reconnect_on_normal_close=self._config.reconnect_on_normal_close,
+                overrides=self._config.close_actions,
+            )
+        except Exception as exc:
+            self._record(session, end, None, log)
+            raise CallbackError("close_actions", exc) from exc
+        self._record(session, end, action, log)
+        stats = self._stats
+        if action is Action.STOP:
+            if end.closed_by is ClosedBy.SERVER:
+                log.warning(
+                    "stopped_by_server",
+                    code=end.code,
+                    reason=end.reason,
+                    hint="the server closed normally; reconnect_on_normal_close=True or close_actions reconnects",
+                )
+            return end
+        dropped = SessionDropped(end)
+        if action is Action.FATAL:
+            raise to_fatal(dropped)
+        self._set_state(State.RECONNECTING)
+        stats.outages_total += 1
+        stats.outages.append(Outage(start=time.time(), cause=end.cause))
+        if end.duration >= self._config.backoff.stable_after:
+            return dropped
+        raise dropped
+
+    def _record(self, session: Session, end: SessionEnd, action: Action | None, log: Any) -> None:
+        """Keep how the session ended in the stats and the log."""
         stats = self._stats
         stats.last_close_code = end.code
         stats.last_close_reason = end.reason
-        stats.last_closed_by = end.closed_by.value
-        stats.last_cause = end.cause.value
-        action = close_action(
-            end,
-            reconnect_on_normal_close=self._config.reconnect_on_normal_close,
-            overrides=self._config.close_actions,
-        )
+        stats.last_closed_by = end.closed_by
+        stats.last_cause = end.cause
         log.info(
             "disconnected",
             session_id=session.id,
@@ -181,19 +275,8 @@ class Supervisor:
             closed_by=end.closed_by.value,
             cause=end.cause.value,
             duration=round(end.duration, 3),
-            action=action.value,
+            action=None if action is None else action.value,
         )
-        if action is Action.STOP:
-            return end
-        dropped = SessionDropped(end)
-        if action is Action.FATAL:
-            raise to_fatal(dropped)
-        self._set_state(State.RECONNECTING)
-        stats.outages_total += 1
-        stats.outages.append(Outage(start=time.time(), cause=end.cause.value))
-        if end.duration >= self._config.backoff.stable_after:
-            return dropped
-        raise dropped
 
     def _on_open(self, session: Session) -> None:
         stats = self._stats
@@ -201,11 +284,18 @@ class Supervisor:
         if self._opened_once:
             stats.reconnects += 1
         self._opened_once = True
+        self._down_at = stats.down_since = None
         if (outage := stats.current_outage) is not None:
             outage.end = time.time()
         self._set_state(State.OPEN)
         self.opened.set()
         self._log.info("connected", session_id=session.id, subprotocol=session.subprotocol, sessions=stats.sessions)
+
+    def _mark_down(self) -> None:
+        """Note when the client last had no open session, for ``max_outage`` and ``stats.down_since``."""
+        if self._down_at is None:
+            self._down_at = time.monotonic()
+            self._stats.down_since = time.time()
 
     def _ssl_for(self, url: str) -> ssl_module.SSLContext | None:
         """One TLS context per client, reused on every reconnect (a new one per attempt leaks)."""
@@ -216,11 +306,4 @@ class Supervisor:
         return self._ssl
 
     def _before_sleep(self, retry_state: RetryCallState) -> None:
-        outcome = retry_state.outcome
-        error = outcome.exception() if outcome is not None else None
-        self._log.info(
-            "retrying",
-            attempt=retry_state.attempt_number,
-            delay=round(retry_state.upcoming_sleep, 4),
-            error=describe_error(error),
-        )
+        self._log.info("retrying", attempt=retry_state.attempt_number, delay=round(retry_state.upcoming_sleep, 4))

@@ -26,7 +26,8 @@ def _needs_pytest_asyncio(function: Callable[..., Any]) -> Any:
 
     def unavailable() -> None:
         pytest.fail(
-            f"the {name} fixture runs on an event loop: install pytest-asyncio (pip install 'wsclient[testing]')",
+            f"the {name} fixture runs on an event loop: install pytest-asyncio"
+            " (pip install 'wsclient-resilient[testing]')",
             pytrace=False,
         )
 
