@@ -263,7 +263,8 @@ class Application:
                 await session.send(self.payload(ident))
         if self.raise_in_on_connect:
             self.raise_in_on_connect = False
-            error = self.rng.choice([ConnectionResetError, OSError, TimeoutError])
+            # Connection errors, and the exception that asks for a reconnect on purpose.
+            error = self.rng.choice([ConnectionResetError, OSError, TimeoutError, wsclient.Reconnect])
             self.on_connect_raised[error.__name__] += 1
             raise error("on_connect lost its connection")
         if self.rng.random() < 0.08:
@@ -841,7 +842,7 @@ async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.Capture
     grew = "; ".join(str(stat) for stat in diffs[:3])
     recoveries = [o.duration for o in stats.outages if o.duration is not None]
     faults = sum(schedule.fired.values()) + app.on_connect_faults + stream.breakers_fired
-    handler_errors = getattr(listening.stats, "handler_errors", "n/a")
+    handler_errors = listening.stats.handler_errors
     summary = (
         f"soak {seconds:.0f}s seed {seed}: faults {faults} ({dict(sorted(schedule.fired.items()))}, "
         f"on_connect {app.on_connect_faults}, mid-flush {stream.breakers_fired}); "
@@ -881,6 +882,7 @@ async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.Capture
     # A connection error in on_connect reconnects; a raising on_message does not end the stream.
     assert sum(app.on_connect_raised.values()) > 0, summary
     assert listener.raised > 0, summary
+    assert handler_errors == listener.raised, summary
     assert listener_alive, summary
     assert listener.out_of_order == 0, summary
     # A peer that stops reading stalls the writes; the client notices, and no send waits forever.
