@@ -552,7 +552,9 @@ class StalledWriters:
                     if waited >= UNNOTICED_STALL and loop.time() >= deadline:
                         self._violation(
                             f"writer {number}: a send() waited {waited * 1000:.0f} ms, until the peer read again "
-                            f"after {stall * 1000:.0f} ms: the client never gave it up (heartbeat 30/60 ms)"
+                            f"after {stall * 1000:.0f} ms: the client never gave it up (heartbeat 30/60 ms; "
+                            f"{'server stalled too, ' if server_too else ''}state {client.state.value}, sessions "
+                            f"{client.stats.sessions}, causes {[str(o.cause) for o in client.stats.outages]})"
                         )
                     await asyncio.sleep(0)
                 await asyncio.sleep(max(0.0, deadline - loop.time()))  # the rest of the stall
