@@ -22,7 +22,12 @@ from wsclient.testing import FlakyServer
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("wsclient soak")
     group.addoption("--soak-seconds", type=float, default=45.0, help="how long the chaos soak runs (default 45)")
-    group.addoption("--soak-seed", type=int, default=20261122, help="seed of the soak's fault schedule")
+    group.addoption(
+        "--soak-seed",
+        type=int,
+        default=None,
+        help="seed of the soak's faults (default: a fresh one per run, printed at the start and in the summary)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -185,3 +185,166 @@ async def test_sender_waiting_for_space_when_the_peer_dies_gets_the_overflow_pol
         assert len(client.unsent()) == 5
         proxy.restore()
         await client.wait_open(timeout=5)
+
+
+async def refused(port: int) -> bool:
+    """Whether a TCP connection to ``port`` on loopback is refused (nothing listens)."""
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+    return False
+
+
+async def test_concurrent_starts_share_one_listener(proxy: FaultProxy) -> None:
+    await proxy.refuse()
+    await asyncio.gather(proxy.accept(), proxy.accept(), proxy.start())
+    async with wsclient.Client(proxy.url, **fast()) as client:
+        assert await echo(client, "one listener") == "one listener"
+
+
+async def test_start_is_idempotent(server: FlakyServer) -> None:
+    async with FaultProxy(server.port) as proxy:
+        port = proxy.port
+        await proxy.start()
+        await asyncio.gather(proxy.start(), proxy.start())
+        assert proxy.port == port
+    assert await refused(port)
+
+
+async def test_a_scheduled_accept_racing_clear_is_harmless(proxy: FaultProxy) -> None:
+    await proxy.refuse()
+    proxy.schedule(0, proxy.accept)
+    await proxy.clear()
+    await until(lambda: proxy.scheduled == 0)
+    proxy.check()
+    assert not proxy.refusing
+    async with wsclient.Client(proxy.url, **fast()) as client:
+        assert await echo(client, "after the race") == "after the race"
+
+
+async def test_a_failed_scheduled_coroutine_is_raised_by_stop(server: FlakyServer) -> None:
+    async def broken() -> None:
+        raise RuntimeError("fault went wrong")
+
+    proxy = FaultProxy(server.port)
+    await proxy.start()
+    proxy.schedule(0, broken)
+    await until(lambda: proxy.scheduled == 0)
+    with pytest.raises(ExceptionGroup) as raised:
+        await proxy.stop()
+    assert raised.group_contains(RuntimeError, match="fault went wrong")
+    # Reported once: a second stop has nothing left to raise.
+    await proxy.stop()
+
+
+async def test_a_failed_scheduled_callable_is_raised_by_check(proxy: FaultProxy) -> None:
+    proxy.schedule(0, lambda: 1 / 0)
+    await until(lambda: proxy.scheduled == 0)
+    with pytest.raises(ExceptionGroup) as raised:
+        proxy.check()
+    assert raised.group_contains(ZeroDivisionError)
+    proxy.check()
+
+
+async def test_leaving_the_block_raises_what_a_scheduled_fault_raised(server: FlakyServer) -> None:
+    async def broken() -> None:
+        raise OSError("no such fault")
+
+    async def use() -> None:
+        async with FaultProxy(server.port) as proxy:
+            proxy.schedule(0, broken)
+            await until(lambda: proxy.scheduled == 0)
+
+    with pytest.raises(ExceptionGroup) as raised:
+        await use()
+    assert raised.group_contains(OSError, match="no such fault")
+
+
+async def test_a_failed_scheduled_fault_does_not_hide_the_error_of_the_block(server: FlakyServer) -> None:
+    async def broken() -> None:
+        raise OSError("no such fault")
+
+    async def fail() -> None:
+        async with FaultProxy(server.port) as proxy:
+            proxy.schedule(0, broken)
+            await until(lambda: proxy.scheduled == 0)
+            raise KeyError("the test's own failure")
+
+    with pytest.raises(KeyError) as raised:
+        await fail()
+    assert any("no such fault" in note for note in raised.value.__notes__)
+
+
+@pytest.mark.parametrize("steps", range(8))
+async def test_stop_during_a_scheduled_accept_leaves_nothing_listening(server: FlakyServer, steps: int) -> None:
+    """Cancelled at each of its awaits, a starting listener is closed, not leaked."""
+    proxy = FaultProxy(server.port)
+    await proxy.start()
+    await proxy.refuse()
+    started = asyncio.Event()
+
+    async def accept() -> None:
+        started.set()
+        await proxy.accept()
+
+    proxy.schedule(0, accept)
+    await started.wait()
+    for _ in range(steps):
+        await asyncio.sleep(0)  # step the scheduled accept to its next await
+    await proxy.stop()
+    assert await refused(proxy.port)
+    assert proxy.scheduled == 0
+
+
+async def test_stop_while_a_connection_is_reaching_the_upstream_does_not_hang() -> None:
+    """A connection reset before its upstream answered is not pumped into an upstream that never speaks."""
+    silent: list[asyncio.StreamWriter] = []
+
+    async def never_speaks(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)
+
+    upstream = await asyncio.start_server(never_speaks, "127.0.0.1", 0)
+    try:
+        proxy = FaultProxy(upstream.sockets[0].getsockname()[1])
+        await proxy.start()
+        _, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        try:
+            await proxy.wait_for_connections(1)
+            async with asyncio.timeout(5):
+                await proxy.stop()
+            assert proxy.connections == 0
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+    finally:
+        for accepted in silent:
+            accepted.close()
+        upstream.close()
+        await upstream.wait_closed()
+
+
+async def test_stop_reading_backs_up_the_clients_writes_while_the_server_still_speaks(
+    proxy: FaultProxy, server: FlakyServer
+) -> None:
+    async with wsclient.Client(proxy.url, **fast(compression=None, max_size=None)) as client:
+        proxy.stop_reading()
+        assert not proxy.reading
+        # Far more than the socket buffers hold: the write waits for a reader.
+        blocked = asyncio.create_task(client.send("x" * 8_000_000))
+        try:
+            done, _ = await asyncio.wait({blocked}, timeout=50 * MS)
+            assert not done, "the write should wait while the proxy does not read"
+            await server.send_all("the server still speaks")
+            assert await client.recv() == "the server still speaks"
+            assert server.received == []
+            proxy.resume_reading()
+            async with asyncio.timeout(5):
+                await blocked
+        finally:
+            blocked.cancel()
+        assert await client.recv() == "x" * 8_000_000

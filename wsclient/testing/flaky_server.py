@@ -2,7 +2,7 @@
 
 It drops connections abruptly, closes with any code, goes down and comes
 back on the same port, rejects handshakes with an HTTP status, stalls (stops
-reading, so pings go unanswered), streams sequence-numbered messages and
+reading, so pings go unanswered, and reads again on demand), streams sequence-numbered messages and
 records everything it received. Tests of wsclient use it, and so can yours.
 """
 
@@ -93,8 +93,11 @@ class FlakyServer:
         self._rejections: list[Rejection] = []
         self._bad_responses: dict[ServerConnection, Rejection] = {}
         self._stalled: set[ServerConnection] = set()
+        self._paused: set[ServerConnection] = set()
         self._connection_faults: list[ConnectionFault] = []
         self._server: Server | None = None
+        # Serialises start() and stop(): a scheduled restart may race the test's own.
+        self._lifecycle = asyncio.Lock()
         self._waiters: set[asyncio.Future[None]] = set()
 
     @property
@@ -117,10 +120,14 @@ class FlakyServer:
     # Up and down
 
     async def start(self) -> None:
-        """Listen (again) on the port; the first start picks a free one."""
+        """Listen (again) on the port; the first start picks a free one. Idempotent, and safe to call concurrently."""
+        async with self._lifecycle:
+            await self._start()
+
+    async def _start(self) -> None:
         if self._server is not None:
             return
-        self._server = await serve(
+        server = await serve(
             self._handle,
             "127.0.0.1",
             self.port,
@@ -132,21 +139,27 @@ class FlakyServer:
             ping_interval=None,
             close_timeout=1,
             max_size=None,
+            start_serving=False,
         )
-        self.port = self._server.sockets[0].getsockname()[1]
+        # Bound but not serving yet: kept at once, so that stop() closes it even if this start is cancelled.
+        self._server = server
+        self.port = server.sockets[0].getsockname()[1]
+        await server.start_serving()
 
     async def stop(self, *, abrupt: bool = True) -> None:
         """Go down: connections are dropped (``abrupt``) or closed with 1001, and the port refuses."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        if abrupt:
-            self.drop()
-        for connection in list(self._stalled):
-            connection.transport.abort()
-        server.close(close_connections=not abrupt)
-        await server.wait_closed()
-        self._notify()
+        async with self._lifecycle:
+            server, self._server = self._server, None
+            if server is None:
+                return
+            if abrupt:
+                self.drop()
+            for connection in list(self._stalled):
+                connection.transport.abort()
+            server.close(close_connections=not abrupt)
+            await server.wait_closed()
+            self._paused.clear()
+            self._notify()
 
     async def restart(self) -> None:
         """Go down abruptly and come back on the same port."""
@@ -166,9 +179,29 @@ class FlakyServer:
         await asyncio.gather(*(c.close(code, reason) for c in list(self.connections)), return_exceptions=True)
 
     def stall(self) -> None:
-        """Stop reading on every open connection: pings go unanswered, as with a dead peer."""
+        """Stop reading on every open connection: pings go unanswered, as with a dead peer.
+
+        The client's writes back up once the socket buffers fill; :meth:`resume` reads again.
+        """
         for connection in self.connections:
-            connection.transport.pause_reading()
+            if connection not in self._paused:
+                connection.transport.pause_reading()
+                self._paused.add(connection)
+
+    def resume(self) -> int:
+        """Read again on the connections :meth:`stall` paused that are still open; return how many."""
+        paused, self._paused = self._paused, set()
+        resumed = 0
+        for connection in paused:
+            if not connection.transport.is_closing():
+                connection.transport.resume_reading()
+                resumed += 1
+        return resumed
+
+    @property
+    def stalled(self) -> int:
+        """Open connections that :meth:`stall` paused and :meth:`resume` has not resumed."""
+        return sum(not connection.transport.is_closing() for connection in self._paused)
 
     def reject_next(self, status: int, headers: Mapping[str, str] | None = None, *, count: int = 1) -> None:
         """Answer the next ``count`` handshakes with HTTP ``status`` (and ``headers``) instead of upgrading."""
@@ -315,6 +348,7 @@ class FlakyServer:
             pass
         finally:
             self.connections.discard(connection)
+            self._paused.discard(connection)
             self._notify()
 
     async def _misbehave(self, connection: ServerConnection, kind: str, number: int, reason: str) -> None:
