@@ -515,6 +515,9 @@ class StalledWriters:
             max_buffered=64,
             overflow="drop_oldest",
             compression=None,
+            # The writer reads what the peer sends: with reading paused by the client itself, blocked
+            # writes are mutual backpressure, which the heartbeat never holds against the peer.
+            on_message=lambda message: None,
         )
         loop = asyncio.get_running_loop()
         handed = 0
