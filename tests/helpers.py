@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -29,3 +30,15 @@ def fast(**overrides: Any) -> dict[str, Any]:
     }
     settings.update(overrides)
     return settings
+
+
+async def refused(port: int) -> bool:
+    """Whether a TCP connection to ``port`` on loopback is refused (nothing listens)."""
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+    return False

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
-from helpers import MS, fast, until
+from helpers import MS, fast, refused, until
 
 import wsclient
 from wsclient.testing import FaultProxy, FlakyServer
@@ -185,18 +185,6 @@ async def test_sender_waiting_for_space_when_the_peer_dies_gets_the_overflow_pol
         assert len(client.unsent()) == 5
         proxy.restore()
         await client.wait_open(timeout=5)
-
-
-async def refused(port: int) -> bool:
-    """Whether a TCP connection to ``port`` on loopback is refused (nothing listens)."""
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except ConnectionRefusedError:
-        return True
-    writer.close()
-    with contextlib.suppress(ConnectionError):
-        await writer.wait_closed()
-    return False
 
 
 async def test_concurrent_starts_share_one_listener(proxy: FaultProxy) -> None:

@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
-from helpers import MS, fast
+from helpers import MS, fast, refused
 
 import wsclient
 from wsclient.testing import FlakyServer
-
-
-async def refused(port: int) -> bool:
-    """Whether a TCP connection to ``port`` on loopback is refused (nothing listens)."""
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except ConnectionRefusedError:
-        return True
-    writer.close()
-    with contextlib.suppress(ConnectionError):
-        await writer.wait_closed()
-    return False
 
 
 async def test_concurrent_starts_share_one_listener(server: FlakyServer) -> None:
