@@ -443,9 +443,14 @@ class Client:
                 if self._is_stopping():
                     raise ClientClosed("cannot send: client closed while waiting for outbox space")
                 session = self._supervisor.session
-                if session is not None and session.ready and not outbox.queue and session.protocol.state is _OPEN:
-                    if request is None or session.bind(request):
-                        await self._write(session, payload, text)
+                if (
+                    session is not None
+                    and session.ready
+                    and not outbox.queue
+                    and session.protocol.state is _OPEN
+                    and (request is None or session.bind(request))
+                ):
+                    await self._write(session, payload, text)
                     return
             elif self.config.overflow == "drop_oldest":
                 self._add(message, deadline, request, drop_oldest=True)
@@ -494,9 +499,14 @@ class Client:
         try:
             async with asyncio.timeout(timeout) as deadline:
                 session = self._supervisor.session
-                if session is not None and session.ready and not self._outbox.queue and session.protocol.state is _OPEN:
-                    if session.bind(request):
-                        await self._write(session, payload, text)
+                if (
+                    session is not None
+                    and session.ready
+                    and not self._outbox.queue
+                    and session.protocol.state is _OPEN
+                    and session.bind(request)
+                ):
+                    await self._write(session, payload, text)
                 else:
                     await self._buffer(message, payload, text, None, request)
                 reply: Data = await request.future

@@ -23,7 +23,7 @@ from websockets.typing import Subprotocol
 
 from .buffers import Deliver, Envelope, Inbox, Outbox
 from .config import ClientConfig, Data, check_timeout
-from .errors import RequestTimeout
+from .errors import RequestInterrupted, RequestTimeout
 from .events import Cause, ClosedBy, SessionEnd
 from .heartbeat import run_heartbeat, run_idle_watchdog
 from .replies import Request, Requests
@@ -268,16 +268,17 @@ class Session:
         request = requests.add(key)
         try:
             async with asyncio.timeout(timeout) as deadline:
-                if self.bind(request):
-                    self._read_during_hook()
-                    written = False
-                    try:
-                        await self.connection.send(payload, text=text)
-                        written = self.is_open
-                    except ConnectionClosed:
-                        pass
-                    finally:
-                        count_write(self._stats, written)
+                if not self.bind(request):
+                    raise RequestInterrupted(key, self.id, self.end_now())
+                self._read_during_hook()
+                written = False
+                try:
+                    await self.connection.send(payload, text=text)
+                    written = self.is_open
+                except ConnectionClosed:
+                    pass
+                finally:
+                    count_write(self._stats, written)
                 result: Data = await request.future
                 return result
         except TimeoutError:
@@ -288,12 +289,10 @@ class Session:
             requests.forget(request, None)
 
     def bind(self, request: Request) -> bool:
-        """Make this session the one whose reply resolves ``request``; an ended session fails it at once."""
-        request.sent = True
+        """Make this session the one whose reply resolves ``request``, just before writing it; False once it ended."""
         if self._over or self._requests is None:
-            if self._requests is not None:
-                self._requests.interrupt((request,), self.id, self.end_now())
             return False
+        request.sent = True
         request.session = self
         self.bound.add(request)
         return True
@@ -489,7 +488,7 @@ class Session:
                     envelope, item = item, item.take()
                     if (request := envelope.request) is not None:
                         request.envelope = None
-                        self.bind(request)
+                        self.bind(request)  # always succeeds: the connection is open and this session has not ended
                 payload, text = to_payload(item)
                 written = False
                 try:
