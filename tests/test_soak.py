@@ -8,6 +8,10 @@ number must have arrived exactly once and in order, every message handed to
 server drops the duplicates that acknowledgements lost in flight make
 unavoidable), the library must have written each message once, plus once
 per resend, and no task, file descriptor or memory may have leaked.
+
+Requests with random timeouts run meanwhile: each ends in exactly one of
+reply, timeout or interrupted, and the server never sees a request that
+timed out while it was still buffered.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class StreamServer:
     seen: set[int] = field(default_factory=set)
     duplicates: int = 0
     breakers_fired: int = 0
+    requests_seen: set[int] = field(default_factory=set)
 
     async def handle(self, connection: ServerConnection) -> None:
         try:
@@ -67,6 +72,10 @@ class StreamServer:
         with contextlib.suppress(ConnectionClosed):
             async for raw in connection:
                 message = json.loads(raw)
+                if "req" in message:
+                    self.requests_seen.add(message["req"])
+                    await connection.send(json.dumps({"reply": message["req"]}))
+                    continue
                 ident = message["id"]
                 if ident in self.seen:
                     self.duplicates += 1
@@ -104,6 +113,11 @@ class Application:
     out_of_order: int = 0
     received: int = 0
     on_connect_faults: int = 0
+    requests: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    never_sent: set[int] = field(default_factory=set)
+    """Requests that timed out while buffered: the server must never see them."""
+    late_replies: int = 0
 
     def payload(self, ident: int, breaker: bool = False) -> str:
         return json.dumps({"id": ident, "breaker": breaker, "pad": "x" * (ident % 64)})
@@ -113,8 +127,9 @@ class Application:
         # A message is written at once when the session is open; count what the library will count.
         self.resumes += session.is_open
         await session.send(json.dumps({"resume": self.last_seq}))
-        unsent = self.client.unsent()
-        first_unsent = json.loads(unsent[0])["id"] if unsent else self.next_id
+        # Buffered requests are not resent by hand: their timeout decides.
+        unsent = [ident for ident in (json.loads(m).get("id") for m in self.client.unsent()) if ident is not None]
+        first_unsent = unsent[0] if unsent else self.next_id
         # Written into a connection that broke before the server acknowledged them.
         for ident in range(self.max_acked + 1, first_unsent):
             if session.is_open:
@@ -133,11 +148,33 @@ class Application:
             self.next_id += 1
             await asyncio.sleep(SEND_PACE)
 
+    async def request_forever(self) -> None:
+        assert self.client is not None
+        while True:
+            key = self.requests
+            self.requests += 1
+            outcome = "cancelled"
+            try:
+                reply = await self.client.request(json.dumps({"req": key}), key=key, timeout=self.rng.uniform(MS, 0.08))
+                assert json.loads(reply) == {"reply": key}
+                outcome = "reply"
+            except wsclient.RequestTimeout as exc:
+                outcome = "timeout"
+                if not exc.sent:
+                    self.never_sent.add(key)
+            except wsclient.RequestInterrupted:
+                outcome = "interrupted"
+            finally:
+                self.outcomes[outcome] += 1
+            await asyncio.sleep(self.rng.uniform(0, 2 * SEND_PACE))
+
     async def receive(self) -> None:
         assert self.client is not None
         async for raw in self.client:
             message = json.loads(raw)
-            if "seq" in message:
+            if "reply" in message:
+                self.late_replies += 1  # its request timed out before it came
+            elif "seq" in message:
                 if message["seq"] != self.last_seq + 1:
                     self.out_of_order += 1
                 self.last_seq = message["seq"]
@@ -283,12 +320,14 @@ async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.Capture
                 open_timeout=0.3,
                 close_timeout=0.5,
                 max_buffered=100_000,
+                reply_key=wsclient.json_field("reply"),
             )
             app.client = client
             schedule = FaultSchedule(rng, server, proxy)
             async with client, asyncio.TaskGroup() as tg:
                 receiver = tg.create_task(app.receive())
                 sender = tg.create_task(app.send_forever())
+                requester = tg.create_task(app.request_forever())
 
                 async def settle(what: str, predicate: Callable[[], bool], timeout: float = 20) -> None:
                     try:
@@ -314,6 +353,8 @@ async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.Capture
                 await schedule.run(seconds / 2)
                 end = await quiet_snapshot()
                 sender.cancel()
+                requester.cancel()
+                await asyncio.wait({requester})
                 # Every fault is off: the last session delivers what is left.
                 sent = app.next_id
                 # Settle on the last acknowledgement, not on a count: a lost message must fail the
@@ -338,7 +379,9 @@ async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.Capture
         f"p99 {percentile(recoveries, 99) * 1000:.0f} ms; stream {app.received} messages, "
         f"{app.out_of_order} out of order; sent {sent}, arrived {len(stream.arrived)}, "
         f"written into broken connections and sent again {app.resends} (server dropped {stream.duplicates} "
-        f"duplicates), sends interrupted {stats.sends_interrupted}; memory growth in 2nd half {growth} B; "
+        f"duplicates), sends interrupted {stats.sends_interrupted}; requests {app.requests} "
+        f"{dict(sorted(app.outcomes.items()))}, {len(app.never_sent)} timed out unsent, "
+        f"{app.late_replies} late replies; memory growth in 2nd half {growth} B; "
         f"fds {fds_before} -> {open_fds()}; tasks left {len(tasks_left)}"
     )
     with capsys.disabled():
@@ -354,7 +397,15 @@ async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.Capture
     # The sends: each id reached the server once (duplicates dropped by id) and in order.
     assert stream.arrived == list(range(sent)), summary
     # The library wrote every message once, and each resend once: it lost and doubled nothing.
-    assert stats.messages_out + stats.sends_interrupted == sent + app.resends + app.resumes, summary
+    # Requests too: each written once, or expired unsent; each ended in exactly one way.
+    written = stats.messages_out + stats.sends_interrupted
+    assert written + stats.expired == sent + app.resends + app.resumes + app.requests, summary
+    assert sum(app.outcomes.values()) == app.requests, summary
+    assert app.outcomes["cancelled"] <= 1, summary
+    assert app.outcomes["reply"] > 0, summary
+    assert not app.never_sent & stream.requests_seen, summary
+    # Expired: the requests that timed out unsent, and perhaps the one cancelled at the end.
+    assert len(app.never_sent) <= stats.expired <= len(app.never_sent) + app.outcomes["cancelled"], summary
     assert stats.reconnects >= 100, summary
     assert growth < 256 * 1024, f"{summary}; grew most: {grew}"
     assert open_fds() == fds_before, summary
