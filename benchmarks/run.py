@@ -395,6 +395,66 @@ async def round_trips(settings: Settings) -> list[Row]:
     return list(rows.values())
 
 
+async def request_futures_map(url: str, count: int) -> list[float]:
+    """The hand-written way: a reader task resolving a dict of futures by the reply's ``id``."""
+    times = []
+    pending: dict[int, asyncio.Future[str | bytes]] = {}
+    async with connect(url, compression=None) as ws:
+
+        async def read() -> None:
+            async for message in ws:
+                future = pending.pop(json.loads(message)["id"], None)
+                if future is not None and not future.done():
+                    future.set_result(message)
+
+        reader = asyncio.create_task(read())
+        try:
+            loop = asyncio.get_running_loop()
+            for n in range(count):
+                started = time.perf_counter()
+                future = pending[n] = loop.create_future()
+                await ws.send(json.dumps({"id": n, "method": "ping"}))
+                async with asyncio.timeout(10):
+                    await future
+                times.append(time.perf_counter() - started)
+        finally:
+            reader.cancel()
+            await asyncio.wait({reader})
+    return times
+
+
+async def request_wsclient(url: str, count: int) -> list[float]:
+    times = []
+    async with wsclient.Client(url, compression=None, reply_key=wsclient.json_field("id")) as client:
+        for n in range(count):
+            started = time.perf_counter()
+            await client.request(json.dumps({"id": n, "method": "ping"}), key=n, timeout=10)
+            times.append(time.perf_counter() - started)
+    return times
+
+
+REQUESTERS: list[tuple[str, Callable[[str, int], Awaitable[list[float]]]]] = [
+    ("hand-written futures map on websockets", request_futures_map),
+    ("wsclient `request()`", request_wsclient),
+]
+
+
+async def request_round_trips(settings: Settings) -> list[Row]:
+    async with server_process("echo") as (port, _):
+        url = f"ws://127.0.0.1:{port}/"
+        rows = {
+            (name, q): cost("request round trip", name, f"p{q}", "µs", reference=name == REQUESTERS[0][0])
+            for name, _ in REQUESTERS
+            for q in (50, 99)
+        }
+        for _ in range(settings.repeats):
+            for name, requester in REQUESTERS:
+                times = sorted(await requester(url, settings.round_trips))
+                for q in (50, 99):
+                    rows[(name, q)].runs.append(times[int(len(times) * q / 100) - 1] * 1e6)
+    return list(rows.values())
+
+
 # 3. Recovery after a server restart.
 
 
@@ -675,6 +735,7 @@ SCENARIOS: dict[str, Callable[[Settings], Awaitable[list[Row]]]] = {
     "receive": receive_throughput,
     "send": send_throughput,
     "echo": round_trips,
+    "request": request_round_trips,
     "recovery": recovery,
     "storm": reconnect_storm,
     "idle": idle_connections,

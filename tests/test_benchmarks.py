@@ -13,6 +13,7 @@ from websockets.frames import Frame, Opcode
 import wsclient
 from benchmarks.run import (
     ECHOERS,
+    REQUESTERS,
     Row,
     cost,
     markdown,
@@ -47,6 +48,14 @@ async def test_every_echo_contender_times_each_round_trip() -> None:
             if module and importlib.util.find_spec(module) is None:
                 continue  # a peer from the bench extra, which the tests do not need
             times = await echo(f"ws://127.0.0.1:{port}/", 50)
+            assert len(times) == 50, name
+            assert all(t > 0 for t in times), name
+
+
+async def test_every_requester_times_each_round_trip() -> None:
+    async with server_process("echo") as (port, _):
+        for name, requester in REQUESTERS:
+            times = await requester(f"ws://127.0.0.1:{port}/", 50)
             assert len(times) == 50, name
             assert all(t > 0 for t in times), name
 

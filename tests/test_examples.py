@@ -22,6 +22,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
 from counter_server import CounterServer  # noqa: E402
+from jsonrpc_subscriptions import Node  # noqa: E402
 from request_reply import hello  # noqa: E402
 
 
@@ -164,6 +165,19 @@ async def test_request_reply_embedded_and_with_url_and_timeout() -> None:
         code, out = await run_example("request_reply.py", "--url", server.url, "--timeout", "0.2")
     assert code == 1
     assert "no greeting within 0.2 s" in out
+
+
+async def test_jsonrpc_subscriptions_embedded_and_with_url() -> None:
+    code, out = await run_example("jsonrpc_subscriptions.py", "--count", "10")
+    assert code == 0, out
+    assert "received newHeads=10, ticks=10" in out
+    sessions = [line for line in out.splitlines() if line.startswith("session ")]
+    assert len(sessions) >= 2
+    assert len(set(sessions)) == len(sessions)
+    async with FlakyServer(handler=Node(drop_every=0).serve) as server:
+        code, out = await run_example("jsonrpc_subscriptions.py", "--url", server.url, "--count", "5")
+    assert code == 0, out
+    assert "over 1 session(s)" in out
 
 
 async def test_app_heartbeat_keeps_sessions_alive_and_notices_silence() -> None:

@@ -17,6 +17,10 @@ and short-lived clients have their ``close()`` cancelled by a short timeout.
 
 Each run takes a fresh seed unless ``--soak-seed`` is given; the seed is
 printed first and is in the summary line, so a failure can be run again.
+
+Requests with random timeouts run meanwhile: each ends in exactly one of
+reply, timeout or interrupted, and the server never sees a request that
+timed out while it was still buffered.
 """
 
 from __future__ import annotations
@@ -136,6 +140,7 @@ class StreamServer:
     duplicates: int = 0
     breakers_fired: int = 0
     side: dict[str, set[ServerConnection]] = field(default_factory=dict)
+    requests_seen: set[int] = field(default_factory=set)
 
     async def handle(self, connection: ServerConnection) -> None:
         assert connection.request is not None
@@ -192,6 +197,10 @@ class StreamServer:
         with contextlib.suppress(ConnectionClosed):
             async for raw in connection:
                 message = json.loads(raw)
+                if "req" in message:
+                    self.requests_seen.add(message["req"])
+                    await connection.send(json.dumps({"reply": message["req"]}))
+                    continue
                 ident = message["id"]
                 if ident in self.seen:
                     self.duplicates += 1
@@ -239,25 +248,41 @@ class Application:
 
     def __post_init__(self) -> None:
         self.go.set()
+        self.requests_go.set()
+
+    requests: int = 0
+    requests_in_flight: int = 0
+    requests_go: asyncio.Event = field(default_factory=asyncio.Event)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    never_sent: set[int] = field(default_factory=set)
+    """Requests that timed out while buffered: the server must never see them."""
+    late_replies: int = 0
 
     @property
     def handed(self) -> int:
-        """Messages handed to the library: every send() that returned, and every session send made while open."""
-        return self.next_id + self.resends + self.resumes
+        """Messages handed to the library: every send() that returned, every session send made while open,
+        and every request."""
+        return self.next_id + self.resends + self.resumes + self.requests
+
+    @property
+    def quiet(self) -> bool:
+        """No send() and no request of the application in flight: the accounting must be exact now."""
+        return not self.sending and not self.requests_in_flight
 
     def payload(self, ident: int, breaker: bool = False) -> str:
         return json.dumps({"id": ident, "breaker": breaker, "pad": "x" * (ident % 64)})
 
     async def on_connect(self, session: wsclient.Session) -> None:
         assert self.client is not None
-        if not self.sending:
+        if self.quiet:
             # Quiet: the last session's tasks are done and no send() is in flight.
             self.ledger.exact("application", f"on_connect of {session.id}", self.client, self.handed)
         # A message is written at once when the session is open; count what the library will count.
         self.resumes += session.is_open
         await session.send(json.dumps({"resume": self.last_seq}))
-        unsent = self.client.unsent()
-        first_unsent = json.loads(unsent[0])["id"] if unsent else self.next_id
+        # Buffered requests are not resent by hand: their timeout decides.
+        unsent = [ident for ident in (json.loads(m).get("id") for m in self.client.unsent()) if ident is not None]
+        first_unsent = unsent[0] if unsent else self.next_id
         # Written into a connection that broke before the server acknowledged them.
         for ident in range(self.max_acked + 1, first_unsent):
             if session.is_open:
@@ -292,18 +317,45 @@ class Application:
             await asyncio.sleep(SEND_PACE)
 
     async def pause_sending(self) -> None:
-        """Hold the sender between two sends: afterwards no send() of the application is in flight."""
+        """Hold the sender and the requester: afterwards no send() or request of the application is in flight."""
         self.go.clear()
-        await until(lambda: not self.sending, timeout=SEND_BOUND)
+        self.requests_go.clear()
+        await until(lambda: self.quiet, timeout=SEND_BOUND)
 
     def resume_sending(self) -> None:
         self.go.set()
+        self.requests_go.set()
+
+    async def request_forever(self) -> None:
+        assert self.client is not None
+        while not self.stopped:
+            await self.requests_go.wait()
+            key = self.requests
+            self.requests += 1
+            self.requests_in_flight += 1
+            outcome = "cancelled"
+            try:
+                reply = await self.client.request(json.dumps({"req": key}), key=key, timeout=self.rng.uniform(MS, 0.08))
+                assert json.loads(reply) == {"reply": key}
+                outcome = "reply"
+            except wsclient.RequestTimeout as exc:
+                outcome = "timeout"
+                if not exc.sent:
+                    self.never_sent.add(key)
+            except wsclient.RequestInterrupted:
+                outcome = "interrupted"
+            finally:
+                self.requests_in_flight -= 1
+                self.outcomes[outcome] += 1
+            await asyncio.sleep(self.rng.uniform(0, 2 * SEND_PACE))
 
     async def receive(self) -> None:
         assert self.client is not None
         async for raw in self.client:
             message = json.loads(raw)
-            if "seq" in message:
+            if "reply" in message:
+                self.late_replies += 1  # its request timed out before it came
+            elif "seq" in message:
                 if message["seq"] != self.last_seq + 1:
                     self.out_of_order += 1
                 self.last_seq = message["seq"]
@@ -769,6 +821,7 @@ async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.Capture
                 open_timeout=0.3,
                 close_timeout=0.5,
                 max_buffered=100_000,
+                reply_key=wsclient.json_field("reply"),
             )
             app.client = client
             listener = Listener(ledger)
@@ -788,6 +841,7 @@ async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.Capture
             async with client, listening, asyncio.TaskGroup() as tg:
                 receiver = tg.create_task(app.receive())
                 sender = tg.create_task(app.send_forever())
+                requester = tg.create_task(app.request_forever())
 
                 async def settle(what: str, predicate: Callable[[], bool], timeout: float = 20) -> None:
                     try:
@@ -820,6 +874,10 @@ async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.Capture
                 middle = await quiet_snapshot("the middle")
                 await schedule.run(seconds / 2)
                 end = await quiet_snapshot("the end of the faults")
+                app.requests_go.clear()
+                await until(lambda: not app.requests_in_flight, timeout=SEND_BOUND)
+                requester.cancel()
+                await asyncio.wait({requester})
                 # Every fault is off: the last session delivers what is left.
                 await app.pause_sending()
                 app.stopped = True
@@ -857,7 +915,9 @@ async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.Capture
         f"p99 {percentile(recoveries, 99) * 1000:.0f} ms; stream {app.received} messages, "
         f"{app.out_of_order} out of order; sent {sent}, arrived {len(stream.arrived)}, "
         f"written into broken connections and sent again {app.resends} (server dropped {stream.duplicates} "
-        f"duplicates), sends interrupted {stats.sends_interrupted}; "
+        f"duplicates), sends interrupted {stats.sends_interrupted}; requests {app.requests} "
+        f"{dict(sorted(app.outcomes.items()))}, {len(app.never_sent)} timed out unsent, "
+        f"{app.late_replies} late replies; "
         f"on_connect raised {sum(app.on_connect_raised.values())} ({dict(sorted(app.on_connect_raised.items()))}); "
         f"listener {listener.received} messages, {listener.out_of_order} out of order, handler raised "
         f"{listener.raised} (handler_errors {handler_errors}); peer stopped reading: {writers.stalled_writes} "
@@ -882,7 +942,13 @@ async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.Capture
     # The sends: each id reached the server once (duplicates dropped by id) and in order.
     assert stream.arrived == list(range(sent)), summary
     # The library wrote every message once, and each resend once: it lost and doubled nothing.
-    assert stats.messages_out + stats.sends_interrupted == app.handed, summary
+    # Requests too: each written once, or expired unsent; each ended in exactly one way.
+    assert stats.messages_out + stats.sends_interrupted + stats.expired == app.handed, summary
+    assert sum(app.outcomes.values()) == app.requests, summary
+    assert app.outcomes["cancelled"] == 0, summary
+    assert app.outcomes["reply"] > 0, summary
+    assert not app.never_sent & stream.requests_seen, summary
+    assert len(app.never_sent) == stats.expired, summary
     # Every message handed over is accounted for exactly once, at every quiet moment.
     assert ledger.violations_total == 0, f"{summary}; accounting: {ledger.violations}"
     assert stats.reconnects >= 100 * scale, summary

@@ -558,3 +558,74 @@ def test_nothing_keeps_running_at_interpreter_exit(closing: ClosingServer) -> No
     assert (process.returncode, out) == (0, "ready\n"), err
     assert "Traceback" not in err
     wait_until(lambda: closing.closes == [1001])  # the exit closed it as "going away"
+
+
+# Requests, deadlines and the disconnect hook.
+
+
+def test_requests_from_several_threads_get_their_own_replies(echo: ThreadedServer) -> None:
+    replies: dict[int, Any] = {}
+
+    def ask(n: int) -> None:
+        replies[n] = json.loads(client.request(json.dumps({"id": n, "n": n}), key=n, timeout=5))
+
+    with wsclient.sync.Client(echo.url, reply_key=wsclient.json_field("id"), **fast()) as client:
+        threads = [threading.Thread(target=ask, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        client.send("not a reply")
+        assert client.recv(timeout=5) == "not a reply"
+    assert replies == {n: {"id": n, "n": n} for n in range(8)}
+    assert client.stats.replies == 8
+
+
+def test_a_request_that_times_out_while_buffered_is_never_sent(echo: ThreadedServer) -> None:
+    echo.run(lambda server: server.stop())
+    client = wsclient.sync.Client(echo.url, reply_key=wsclient.json_field("id"), **fast())
+    client.start()
+    try:
+        with pytest.raises(wsclient.RequestTimeout) as caught:
+            client.request(json.dumps({"id": "gone"}), key="gone", timeout=50 * MS)
+        assert caught.value.sent is False
+        client.send("stale", ttl=20 * MS)
+        client.send("kept")
+        wait_until(lambda: client.stats.expired == 2)
+        assert client.unsent() == ["kept"]
+        echo.run(lambda server: server.start())
+        assert client.recv(timeout=5) == "kept"
+    finally:
+        client.close()
+    assert echo.received == ["kept"]
+    with pytest.raises(wsclient.ClientClosed):
+        client.request("{}", key=1)
+
+
+def test_plain_on_disconnect_and_a_blocking_session_request_in_on_connect(echo: ThreadedServer) -> None:
+    ends: list[tuple[wsclient.SessionEnd, str]] = []
+    acks: list[Any] = []
+
+    def on_connect(session: wsclient.sync.Session) -> None:
+        acks.append(json.loads(session.request(json.dumps({"id": session.id}), key=session.id, timeout=5)))
+
+    def on_disconnect(end: wsclient.SessionEnd) -> None:
+        ends.append((end, threading.current_thread().name))
+
+    async def hook(end: wsclient.SessionEnd) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="on_disconnect must be a plain function"):
+        wsclient.sync.Client(echo.url, on_disconnect=hook)
+    client = wsclient.sync.Client(
+        echo.url, reply_key=wsclient.json_field("id"), on_connect=on_connect, on_disconnect=on_disconnect, **fast()
+    )
+    with client:
+        echo.do(lambda s: s.drop())
+        wait_until(lambda: client.stats.sessions == 2 and client.state is wsclient.State.OPEN)
+        client.send("data")
+        assert client.recv(timeout=5) == "data"  # the acks never reached the stream
+    assert [end.cause for end, _ in ends] == [wsclient.Cause.CONNECTION_LOST, wsclient.Cause.USER_CLOSE]
+    assert {thread for _, thread in ends} == {"wsclient-callbacks"}
+    assert len(acks) == 2
+    assert acks[0]["id"] != acks[1]["id"]

@@ -19,12 +19,15 @@ from .errors import (
     HandshakeError,
     HandshakeRejected,
     Reconnect,
+    RequestInterrupted,
+    RequestTimeout,
     WsClientError,
 )
 from .events import Cause, ClosedBy, SessionEnd, State
 from .heartbeat import Heartbeat
 from .logs import redact_headers, redact_secrets, redact_url
 from .policy import Action, close_action, connect_action
+from .replies import json_field
 from .session import Session
 from .stats import Outage, Stats
 
@@ -49,6 +52,8 @@ __all__ = [
     "Heartbeat",
     "Outage",
     "Reconnect",
+    "RequestInterrupted",
+    "RequestTimeout",
     "Session",
     "SessionEnd",
     "State",
@@ -56,6 +61,7 @@ __all__ = [
     "WsClientError",
     "close_action",
     "connect_action",
+    "json_field",
     "redact_headers",
     "redact_secrets",
     "redact_url",

@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 from .errors import BufferFull, fresh_error
 from .stats import Stats
 
-__all__ = ["Deliver", "Inbox", "Outbox"]
+__all__ = ["Deliver", "Envelope", "Inbox", "Outbox"]
 
 T = TypeVar("T")
 
@@ -122,51 +122,138 @@ class Inbox(Generic[T]):
         self._putters.wake_all()
 
 
-class Outbox(Generic[T]):
-    """Messages handed to ``send()`` that no session has written yet, oldest first."""
+class Envelope:
+    """A buffered message that may die in the outbox: it has a ``send(ttl=)`` deadline, or a request waits on it.
 
-    __slots__ = ("_closed", "_nonempty", "_space", "_stats", "limit", "queue")
+    Dying leaves a tombstone that the sender skips at flush, so a timeout
+    costs O(1) however long the outbox is. Exactly one of three owners holds
+    the message at any moment: the outbox (``BUFFERED``), the sender that took
+    it (``TAKEN``), or ``stats.expired`` (``DEAD``).
+    """
+
+    __slots__ = ("message", "request", "state", "timer")
+
+    BUFFERED = 0
+    TAKEN = 1
+    DEAD = 2
+
+    def __init__(self, message: Any, request: Any = None) -> None:
+        self.message = message
+        self.request = request
+        """The pending request this message carries, if any (a ``wsclient.replies.Request``)."""
+        self.timer: asyncio.TimerHandle | None = None
+        """The ``ttl`` timer that expires the message, if any."""
+        self.state = Envelope.BUFFERED
+
+    def take(self) -> Any:
+        """Move the message from the outbox to the sender that writes it."""
+        self.state = Envelope.TAKEN
+        if self.timer is not None:
+            self.timer.cancel()
+        return self.message
+
+
+_COMPACT_AT = 64
+"""Tombstones tolerated before the queue is rebuilt without them (when they also outnumber live messages)."""
+
+
+class Outbox(Generic[T]):
+    """Messages handed to ``send()`` that no session has written yet, oldest first.
+
+    A message with a deadline or a request is held in an :class:`Envelope`;
+    one that expired stays in ``queue`` as a tombstone until the sender pops
+    it, or until tombstones outnumber live messages and the queue is compacted.
+    """
+
+    __slots__ = ("_closed", "_dead", "_nonempty", "_space", "_stats", "limit", "queue")
 
     def __init__(self, limit: int, stats: Stats) -> None:
-        self.queue: deque[T] = deque()
-        """The buffered messages, oldest first: read it freely, change it only through ``add()`` and ``pop()``."""
+        self.queue: deque[T | Envelope] = deque()
+        """The buffered messages and tombstones, oldest first: change it only through the methods."""
         self.limit = limit
         self._stats = stats
         self._nonempty = _Waiters()
         self._space = _Waiters()
         self._closed = False
+        self._dead = 0
 
     def __len__(self) -> int:
-        return len(self.queue)
+        """Live messages: tombstones do not count."""
+        return len(self.queue) - self._dead
 
     def full(self) -> bool:
-        return len(self.queue) >= self.limit
+        return len(self.queue) - self._dead >= self.limit
 
     def items(self) -> list[T]:
-        return list(self.queue)
+        items: list[T] = []
+        for item in self.queue:
+            if type(item) is Envelope:
+                if item.state is Envelope.BUFFERED:
+                    items.append(item.message)
+            else:
+                items.append(item)  # type: ignore[arg-type]
+        return items
 
-    def add(self, item: T, *, drop_oldest: bool = False) -> None:
+    def add(self, item: T | Envelope, *, drop_oldest: bool = False) -> None:
         """Append ``item``; when full, raise ``BufferFull`` or drop the oldest message."""
-        if len(self.queue) >= self.limit:
+        if len(self) >= self.limit:
             if not drop_oldest:
                 raise BufferFull(self.limit)
             self._stats.dropped += 1
-            if not self.queue:
+            if not len(self):
+                # A zero-size outbox: the new message itself is the oldest.
+                if type(item) is Envelope:
+                    item.take()
+                    if item.request is not None:
+                        item.request.fail(BufferFull(self.limit))
                 return
-            self.queue.popleft()
+            oldest = self.pop()
+            if type(oldest) is Envelope:
+                oldest.take()
+                if oldest.request is not None:
+                    oldest.request.fail(BufferFull(self.limit))
         self.queue.append(item)
-        self._stats.buffered = len(self.queue)
+        self._stats.buffered = len(self)
         self._nonempty.wake_one()
 
-    def pop(self) -> T:
-        item = self.queue.popleft()
-        self._stats.buffered = len(self.queue)
+    def pop(self) -> T | Envelope | None:
+        """Remove and return the oldest live item, dropping tombstones before it; ``None`` if only tombstones were left.
+
+        An :class:`Envelope` comes back still ``BUFFERED``: the caller takes it.
+        """
+        queue = self.queue
+        item = queue.popleft()
+        while type(item) is Envelope and item.state is Envelope.DEAD:
+            self._dead -= 1
+            if not queue:
+                return None
+            item = queue.popleft()
+        self._stats.buffered = len(self)
         self._space.wake_all()
         return item
 
+    def expire(self, envelope: Envelope) -> bool:
+        """Turn a buffered message into a tombstone, counted in ``stats.expired``; False if it had left already."""
+        if envelope.state is not Envelope.BUFFERED:
+            return False
+        envelope.state = Envelope.DEAD
+        if envelope.timer is not None:
+            envelope.timer.cancel()
+        self._dead += 1
+        self._stats.expired += 1
+        self._stats.buffered = len(self)
+        if self._dead > _COMPACT_AT and self._dead > len(self):
+            self.queue = deque(i for i in self.queue if type(i) is not Envelope or i.state is not Envelope.DEAD)
+            self._dead = 0
+        self._space.wake_all()
+        return True
+
     def close(self) -> None:
-        """Wake every waiter: nothing will be flushed any more."""
+        """Wake every waiter: nothing will be flushed any more; deadlines stop, what is left stays unsent."""
         self._closed = True
+        for item in self.queue:
+            if type(item) is Envelope and item.timer is not None:
+                item.timer.cancel()
         self._space.wake_all()
         self._nonempty.wake_all()
 
@@ -180,12 +267,12 @@ class Outbox(Generic[T]):
         The caller looks again at what it waits for: with ``limit == 0`` a
         message never fits, and only a session ready to take it directly helps.
         """
-        if len(self.queue) >= self.limit and not self._closed:
+        if len(self) >= self.limit and not self._closed:
             await self._space.wait()
 
     async def wait_until_empty(self) -> None:
         """Return once every buffered message was written, or once the outbox is closed."""
-        while self.queue and not self._closed:
+        while len(self) and not self._closed:
             await self._space.wait()
 
     async def wait_for_items(self) -> None:

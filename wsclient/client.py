@@ -6,20 +6,32 @@ import asyncio
 import inspect
 import ssl as ssl_module
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from types import TracebackType
 
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State as ProtocolState
 
 from .backoff import Backoff
-from .buffers import Deliver, Inbox, Outbox
-from .config import ClientConfig, CloseActions, Data, HeadersSource, MessageHandler, OnConnect, Overflow, UrlSource
-from .errors import BufferFull, ClientClosed, WsClientError, fresh_error
+from .buffers import Deliver, Envelope, Inbox, Outbox
+from .config import (
+    ClientConfig,
+    CloseActions,
+    Data,
+    HeadersSource,
+    MessageHandler,
+    OnConnect,
+    OnDisconnect,
+    Overflow,
+    UrlSource,
+    check_timeout,
+)
+from .errors import BufferFull, ClientClosed, RequestTimeout, WsClientError, fresh_error
 from .events import Cause, State, check_transition
 from .heartbeat import Heartbeat
 from .logs import describe_error, get_logger, redact_url
 from .policy import ErrorClassifier
+from .replies import ReplyKey, Request, Requests
 from .session import Session, count_write, to_payload
 from .stats import Stats
 from .supervisor import Supervisor
@@ -49,6 +61,8 @@ class Client:
         *,
         on_connect: OnConnect | None = None,
         on_message: MessageHandler | None = None,
+        on_disconnect: OnDisconnect | None = None,
+        reply_key: ReplyKey | None = None,
         backoff: Backoff = Backoff(),
         max_attempts: int | None = None,
         max_outage: float | None = None,
@@ -73,6 +87,8 @@ class Client:
             url=url,
             on_connect=on_connect,
             on_message=on_message,
+            on_disconnect=on_disconnect,
+            reply_key=reply_key,
             backoff=backoff,
             max_attempts=max_attempts,
             max_outage=max_outage,
@@ -98,8 +114,16 @@ class Client:
         self._log = get_logger().bind(url=redact_url(url) if isinstance(url, str) else "<callable>")
         self._inbox: Inbox[Data] = Inbox(inbox_size)
         self._outbox: Outbox[Data] = Outbox(max_buffered, self.stats)
+        self._requests = None if reply_key is None else Requests(reply_key, self.stats, self._log, self._is_stopping)
         self._supervisor = Supervisor(
-            self.config, self.stats, self._outbox, self._make_deliver(), self._set_state, self._log, self._is_stopping
+            self.config,
+            self.stats,
+            self._outbox,
+            self._make_deliver(),
+            self._set_state,
+            self._log,
+            self._is_stopping,
+            requests=self._requests,
         )
         self._task: asyncio.Task[None] | None = None
         self._end: BaseException | None = None
@@ -277,9 +301,17 @@ class Client:
         if self._state is not State.CLOSED:
             self._set_state(State.CLOSED)
         self._inbox.close(end)
+        if (requests := self._requests) is not None and requests.pending:
+            requests.fail_all(lambda request: self._request_error(request, end), self._outbox)
         self._outbox.close()
         if len(self._outbox):
             self._log.warning("unsent", messages=len(self._outbox))
+
+    @staticmethod
+    def _request_error(request: Request, end: BaseException) -> BaseException:
+        if isinstance(end, ClientClosed):
+            return ClientClosed(f"client closed before the reply to request {request.key!r}", end.code, end.reason)
+        return fresh_error(end)
 
     def _set_state(self, new: State) -> None:
         if self._closing and new in (State.OPEN, State.RECONNECTING):
@@ -358,43 +390,135 @@ class Client:
 
     # Sending
 
-    async def send(self, message: Data) -> None:
+    async def send(self, message: Data, *, ttl: float | None = None) -> None:
         """Send ``message`` now if a session is open, else buffer it for the next session.
 
         While a session is open, a full outbox makes ``send()`` wait. While
         disconnected, a full outbox raises ``BufferFull`` (``overflow="error"``),
         drops the oldest buffered message (``"drop_oldest"``) or waits (``"wait"``).
+        With ``ttl``, a message not written within ``ttl`` seconds is dropped,
+        never sent later, counted in ``stats.expired`` and logged (``expired``).
         A ``str`` that is not valid Unicode raises ``UnicodeEncodeError`` and
         changes nothing.
         """
         payload, text = to_payload(message)
+        if ttl is not None:
+            check_timeout("ttl", ttl)
         if self._closing or self._finished:
             raise ClientClosed("cannot send: client is closed")
         session = self._supervisor.session
-        outbox = self._outbox
         # The hot path: one property read before websockets' own send().
-        if session is not None and session.ready and not outbox.queue and session.protocol.state is _OPEN:
+        if session is not None and session.ready and not self._outbox.queue and session.protocol.state is _OPEN:
             await self._write(session, payload, text)
             return
+        await self._buffer(message, payload, text, ttl, None)
+
+    async def _buffer(
+        self,
+        message: Data,
+        payload: bytes | bytearray | memoryview,
+        text: bool,
+        ttl: float | None,
+        request: Request | None,
+    ) -> None:
+        """Buffer ``message`` (in an envelope with a deadline or a request), or write it once a session takes it."""
+        outbox = self._outbox
+        deadline = None if ttl is None else asyncio.get_running_loop().time() + ttl
         while True:
             if not outbox.full():
-                outbox.add(message)
+                self._add(message, deadline, request)
                 return
             if self._state is State.OPEN or self.config.overflow == "wait":
                 # Woken by a flush, a ready session, close, or leaving OPEN (which applies the overflow policy).
-                await outbox.wait_for_space()
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await outbox.wait_for_space()
+                except TimeoutError:
+                    if deadline is None or asyncio.get_running_loop().time() < deadline:
+                        raise
+                    # Handed over, never buffered: it is accounted for all the same.
+                    self.stats.expired += 1
+                    self._log.warning("expired", reason="ttl", unsent=len(outbox))
+                    return
                 if self._is_stopping():
                     raise ClientClosed("cannot send: client closed while waiting for outbox space")
                 session = self._supervisor.session
-                if session is not None and session.ready and not outbox.queue and session.protocol.state is _OPEN:
+                if (
+                    session is not None
+                    and session.ready
+                    and not outbox.queue
+                    and session.protocol.state is _OPEN
+                    and (request is None or session.bind(request))
+                ):
                     await self._write(session, payload, text)
                     return
             elif self.config.overflow == "drop_oldest":
-                outbox.add(message, drop_oldest=True)
+                self._add(message, deadline, request, drop_oldest=True)
                 self._log.warning("buffer_dropped_oldest", limit=outbox.limit)
                 return
             else:
                 raise BufferFull(outbox.limit)
+
+    def _add(self, message: Data, deadline: float | None, request: Request | None, drop_oldest: bool = False) -> None:
+        if deadline is None and request is None:
+            self._outbox.add(message, drop_oldest=drop_oldest)
+            return
+        envelope = Envelope(message, request)
+        self._outbox.add(envelope, drop_oldest=drop_oldest)
+        if envelope.state is not Envelope.BUFFERED:
+            return  # dropped at once by a zero-size outbox
+        if request is not None:
+            request.envelope = envelope
+        if deadline is not None:
+            envelope.timer = asyncio.get_running_loop().call_at(deadline, self._expire, envelope)
+
+    def _expire(self, envelope: Envelope) -> None:
+        if self._outbox.expire(envelope):
+            self._log.warning("expired", reason="ttl", unsent=len(self._outbox))
+
+    async def request(self, message: Data, *, key: Hashable, timeout: float | None = 10.0) -> Data:  # noqa: ASYNC109 - the public contract
+        """Send ``message`` and return its reply: the message for which ``reply_key`` returns ``key``.
+
+        The message is sent like ``send()`` (buffered while disconnected). The
+        reply resolves this call and is not delivered to ``recv()``,
+        iteration or ``on_message``. Raises ``RequestTimeout`` after ``timeout``
+        seconds (``None``: no limit), and if the message was still buffered
+        then it is removed and never sent; ``RequestInterrupted`` at once when
+        the session that carried it ends before the reply; ``ClientClosed``
+        when the client is closed or closes first; ``ValueError`` if a request
+        with ``key`` is already pending.
+        """
+        requests = self._requests
+        if requests is None:
+            raise RuntimeError("request() needs a reply_key: Client(..., reply_key=wsclient.json_field('id'))")
+        check_timeout("timeout", timeout)
+        payload, text = to_payload(message)
+        if self._closing or self._finished:
+            raise ClientClosed("cannot send a request: client is closed")
+        request = requests.add(key)
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                session = self._supervisor.session
+                if (
+                    session is not None
+                    and session.ready
+                    and not self._outbox.queue
+                    and session.protocol.state is _OPEN
+                    and session.bind(request)
+                ):
+                    await self._write(session, payload, text)
+                else:
+                    await self._buffer(message, payload, text, None, request)
+                reply: Data = await request.future
+                return reply
+        except TimeoutError:
+            if deadline.expired():
+                raise RequestTimeout(key, timeout or 0.0, request.sent) from None
+            raise
+        finally:
+            if requests.forget(request, self._outbox):
+                # Timed out or cancelled while buffered: it will never be sent.
+                self._log.warning("expired", reason="request", unsent=len(self._outbox))
 
     async def _write(self, session: Session, payload: bytes | bytearray | memoryview, text: bool) -> None:
         """Write into the open session; the message counts as written or interrupted on every way out."""

@@ -15,6 +15,7 @@ from .heartbeat import Heartbeat
 from .policy import Action, ClosePolicy, ErrorClassifier
 
 if TYPE_CHECKING:
+    from .events import SessionEnd
     from .session import Session
 
 __all__ = [
@@ -25,8 +26,10 @@ __all__ = [
     "HeadersSource",
     "MessageHandler",
     "OnConnect",
+    "OnDisconnect",
     "Overflow",
     "UrlSource",
+    "check_timeout",
     "check_url",
 ]
 
@@ -34,6 +37,7 @@ Data: TypeAlias = str | bytes
 UrlSource: TypeAlias = str | Callable[[], str | Awaitable[str]]
 HeadersSource: TypeAlias = Mapping[str, str] | Callable[[], Mapping[str, str] | Awaitable[Mapping[str, str]]]
 OnConnect: TypeAlias = "Callable[[Session], Awaitable[None]]"
+OnDisconnect: TypeAlias = "Callable[[SessionEnd], Awaitable[None]]"
 MessageHandler: TypeAlias = Callable[[Data], Awaitable[None] | None]
 Overflow: TypeAlias = Literal["error", "drop_oldest", "wait"]
 ActionName: TypeAlias = Literal["reconnect", "stop", "fatal"]
@@ -78,6 +82,11 @@ def _integer(name: str, value: Any, *, minimum: int, optional: bool = False) -> 
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
 
 
+def check_timeout(name: str, value: Any) -> None:
+    """Raise naming ``name`` unless ``value`` is a number of seconds > 0, or ``None`` for no limit."""
+    _number(name, value, strict=True, optional=True)
+
+
 def _callable(name: str, value: Any) -> None:
     if value is not None and not callable(value):
         raise TypeError(f"{name} must be callable, got {type(value).__name__}")
@@ -97,6 +106,8 @@ class ClientConfig:
     url: UrlSource
     on_connect: OnConnect | None = None
     on_message: MessageHandler | None = None
+    on_disconnect: OnDisconnect | None = None
+    reply_key: Callable[[Any], Any] | None = None
     backoff: Backoff = Backoff()
     max_attempts: int | None = None
     max_outage: float | None = None
@@ -127,6 +138,10 @@ class ClientConfig:
         _callable("on_connect", self.on_connect)
         if self.on_connect is not None and not is_async_callable(self.on_connect):
             raise TypeError("on_connect must be an async function (async def on_connect(session): ...)")
+        _callable("on_disconnect", self.on_disconnect)
+        if self.on_disconnect is not None and not is_async_callable(self.on_disconnect):
+            raise TypeError("on_disconnect must be an async function (async def on_disconnect(end): ...)")
+        _callable("reply_key", self.reply_key)
         _callable("on_message", self.on_message)
         _callable("classify_error", self.classify_error)
         if not isinstance(self.backoff, Backoff):

@@ -23,6 +23,8 @@ __all__ = [
     "HandshakeError",
     "HandshakeRejected",
     "Reconnect",
+    "RequestInterrupted",
+    "RequestTimeout",
     "WsClientError",
     "fresh_error",
 ]
@@ -154,3 +156,39 @@ class BufferFull(WsClientError):
     def __init__(self, limit: int) -> None:
         self.limit = limit
         super().__init__(f"outbox is full ({limit} messages buffered while disconnected)")
+
+
+class RequestTimeout(WsClientError, TimeoutError):
+    """No reply to a request came within its ``timeout``.
+
+    ``sent`` tells whether the message was handed to a connection: when it was
+    still buffered, it was removed from the outbox and is never sent. A reply
+    that arrives later is not lost: it flows to ``recv()``/``on_message``.
+    """
+
+    def __init__(self, key: object, timeout: float, sent: bool) -> None:
+        self.key = key
+        self.timeout = timeout
+        self.sent = sent
+        where = "sent" if sent else "still buffered, removed unsent"
+        super().__init__(f"no reply to request {key!r} within {timeout}s ({where})")
+
+
+class RequestInterrupted(WsClientError):
+    """The session that carried a request ended before its reply came.
+
+    The server may or may not have acted on the request: only an application
+    acknowledgement proves it. ``end`` is how the session ended (a
+    :class:`~wsclient.SessionEnd`) and ``session_id`` which one it was. Raised
+    from ``on_connect``, it reconnects like a lost connection does.
+    """
+
+    def __init__(self, key: object, session_id: str, end: object = None) -> None:
+        self.key = key
+        self.session_id = session_id
+        self.end = end
+        how = "" if end is None else f" ({getattr(end, 'cause', '')}, code {getattr(end, 'code', '')})"
+        super().__init__(
+            f"session {session_id} ended before the reply to request {key!r}{how}: "
+            "the server may or may not have acted on it"
+        )

@@ -32,6 +32,7 @@ from .errors import (
     HandshakeError,
     HandshakeRejected,
     Reconnect,
+    RequestInterrupted,
 )
 from .events import Cause, ClosedBy, SessionEnd
 
@@ -168,8 +169,18 @@ _CONNECT_ERROR_RULES: tuple[tuple[type[BaseException], Action], ...] = (
 )
 
 
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (Reconnect, ConnectionClosed, OSError, TimeoutError)
-"""What a user callable (``on_connect``, a URL or headers callable) may raise to ask for a reconnect."""
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    Reconnect,
+    ConnectionClosed,
+    RequestInterrupted,
+    OSError,
+    TimeoutError,
+)
+"""What a user callable (``on_connect``, a URL or headers callable) may raise to ask for a reconnect.
+
+``RequestInterrupted`` is here because the session it names is gone; a
+``RequestTimeout`` is a ``TimeoutError``.
+"""
 
 
 def hook_action(exc: BaseException) -> Action:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable, Callable, Mapping
+import sys
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from functools import partial
 from typing import Any
 
@@ -20,10 +21,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State as ProtocolState
 from websockets.typing import Subprotocol
 
-from .buffers import Deliver, Inbox, Outbox
-from .config import ClientConfig, Data
+from .buffers import Deliver, Envelope, Inbox, Outbox
+from .config import ClientConfig, Data, check_timeout
+from .errors import RequestInterrupted, RequestTimeout
 from .events import Cause, ClosedBy, SessionEnd
 from .heartbeat import run_heartbeat, run_idle_watchdog
+from .replies import Request, Requests
 from .stats import Stats
 
 __all__ = ["Session", "count_write", "end_from_close", "open_connection", "to_payload", "wire_max_size"]
@@ -164,7 +167,14 @@ class Session:
     the session's messages and before buffered sends go out.
     """
 
-    def __init__(self, connection: TrackedConnection, config: ClientConfig, stats: Stats, log: Any) -> None:
+    def __init__(
+        self,
+        connection: TrackedConnection,
+        config: ClientConfig,
+        stats: Stats,
+        log: Any,
+        requests: Requests | None = None,
+    ) -> None:
         self.number = next(_session_numbers)
         self.id = f"s{self.number}"
         self._connection = connection
@@ -184,6 +194,13 @@ class Session:
         """True once ``on_connect`` ran and the sender started writing the outbox."""
         self.hook_error: Exception | None = None
         """What ``on_connect`` raised, if it failed; the supervisor decides what follows."""
+        self._requests = requests
+        self.bound: set[Request] = set()
+        """Requests this session wrote whose reply has not come: its end fails them."""
+        self._over = False
+        self._tg: asyncio.TaskGroup | None = None
+        self._hook_reader: asyncio.Task[None] | None = None
+        self._held: Inbox[Data] | None = None
 
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.connection.state.name}>"
@@ -228,7 +245,89 @@ class Session:
 
     async def recv(self) -> Data:
         """Receive the next message of this connection (only before the consumer starts)."""
+        if self._held is not None:
+            # A request in on_connect started a reader: messages that are no reply wait for us there.
+            return await self._held.get()
         return await self.connection.recv()
+
+    async def request(self, message: Data, *, key: Hashable, timeout: float | None = 10.0) -> Data:  # noqa: ASYNC109 - the public contract
+        """Send ``message`` on this connection now and return the reply that ``reply_key`` matches to ``key``.
+
+        The contract of :meth:`wsclient.Client.request` on one session, made for
+        ``on_connect`` (authenticate and wait for the ack, subscribe and learn
+        the new subscription id) before buffered sends go out: messages that
+        are no reply stay for ``recv()`` in ``on_connect``, then for the stream.
+        Raises ``RequestTimeout`` after ``timeout`` seconds and ``RequestInterrupted``
+        at once if this session ends (also when it had already ended).
+        """
+        requests = self._requests
+        if requests is None:
+            raise RuntimeError("request() needs a reply_key: Client(..., reply_key=wsclient.json_field('id'))")
+        check_timeout("timeout", timeout)
+        payload, text = to_payload(message)
+        request = requests.add(key)
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                if not self.bind(request):
+                    raise RequestInterrupted(key, self.id, self.end_now())
+                self._read_during_hook()
+                written = False
+                try:
+                    await self.connection.send(payload, text=text)
+                    written = self.is_open
+                except ConnectionClosed:
+                    pass
+                finally:
+                    count_write(self._stats, written)
+                result: Data = await request.future
+                return result
+        except TimeoutError:
+            if deadline.expired():
+                raise RequestTimeout(key, timeout or 0.0, request.sent) from None
+            raise
+        finally:
+            requests.forget(request, None)
+
+    def bind(self, request: Request) -> bool:
+        """Make this session the one whose reply resolves ``request``, just before writing it; False once it ended."""
+        if self._over or self._requests is None:
+            return False
+        request.sent = True
+        request.session = self
+        self.bound.add(request)
+        return True
+
+    def _interrupt_requests(self) -> None:
+        """This session ended: fail every request it carried whose reply has not come."""
+        self._over = True
+        if self.bound and self._requests is not None:
+            bound, self.bound = self.bound, set()
+            self._requests.interrupt(bound, self.id, self.end_now())
+
+    def _read_during_hook(self) -> None:
+        """While ``on_connect`` runs the consumer does not: read replies for its requests, hold the rest in order."""
+        if self.flushing or self._hook_reader is not None or self._tg is None:
+            return
+        self._held = Inbox(sys.maxsize)  # bounded by what arrives within open_timeout
+        self._hook_reader = self._tg.create_task(self._read_held(self._held), name=f"wsclient-hook-reader-{self.id}")
+
+    async def _read_held(self, held: Inbox[Data]) -> None:
+        recv, requests = self.connection.recv, self._requests
+        assert requests is not None
+        limit = self._config.max_size
+        compressed = limit is not None and bool(self.connection.protocol.extensions)
+        try:
+            while True:
+                message = await recv()
+                if compressed and too_big(message, limit):  # type: ignore[arg-type]
+                    await self.connection.close(MESSAGE_TOO_BIG, f"message over max_size ({limit} bytes)")
+                    continue
+                if requests.pending and requests.resolve(message, self):
+                    continue
+                held.offer(message)
+        except ConnectionClosed as exc:
+            self._interrupt_requests()
+            held.close(exc)
 
     # What the heartbeat needs (the Link protocol).
 
@@ -297,6 +396,7 @@ class Session:
         """
         try:
             async with asyncio.TaskGroup() as tg:
+                self._tg = tg
                 watchers = []
                 if (heartbeat := self._config.heartbeat) is not None:
                     watcher = self._watch(partial(run_heartbeat, heartbeat, self, self._log))
@@ -309,8 +409,10 @@ class Session:
                     task.cancel()
         finally:
             self.ready = False
+            self._tg = None
             if not self.connection.transport.is_closing():
                 self.connection.transport.abort()
+            self._interrupt_requests()
         return end
 
     async def _main(
@@ -329,6 +431,11 @@ class Session:
                 self.hook_error = exc
                 await self.close(1000, "on_connect failed")
                 return await self._ended()
+            finally:
+                if (reader := self._hook_reader) is not None:
+                    # Cancelling websockets' recv() loses no message: the consumer reads on from here.
+                    reader.cancel()
+                    await asyncio.wait({reader})
         on_ready(self)
         self.flushing = True
         sender = tg.create_task(self._flush(outbox), name=f"wsclient-sender-{self.id}")
@@ -374,7 +481,15 @@ class Session:
             while len(outbox):
                 if connection.state is not ProtocolState.OPEN:
                     return
-                payload, text = to_payload(outbox.pop())
+                item = outbox.pop()
+                if item is None:
+                    break
+                if type(item) is Envelope:
+                    envelope, item = item, item.take()
+                    if (request := envelope.request) is not None:
+                        request.envelope = None
+                        self.bind(request)  # always succeeds: the connection is open and this session has not ended
+                payload, text = to_payload(item)
                 written = False
                 try:
                     await connection.send(payload, text=text)
@@ -394,10 +509,30 @@ class Session:
     async def _consume(self, deliver: Deliver) -> SessionEnd:
         recv, stats = self.connection.recv, self._stats
         limit = self._config.max_size
+        put = deliver.put if isinstance(deliver, Inbox) else deliver
+        requests = self._requests
         try:
+            if (held := self._held) is not None:
+                # What arrived while on_connect waited for its replies comes first, in order.
+                self._held = None
+                while (message := held.poll()) is not None:
+                    stats.messages_in += 1
+                    await put(message)
+            if requests is not None:
+                # Only a client with reply_key pays for the lookup, and only while a request waits.
+                pending, resolve = requests.pending, requests.resolve
+                compressed = limit is not None and bool(self.connection.protocol.extensions)
+                while True:
+                    message = await recv()
+                    if compressed and too_big(message, limit):  # type: ignore[arg-type]
+                        await self.connection.close(MESSAGE_TOO_BIG, f"message over max_size ({limit} bytes)")
+                        continue
+                    if pending and resolve(message, self):
+                        continue
+                    stats.messages_in += 1
+                    await put(message)
             if limit is not None and self.connection.protocol.extensions:
                 # Compressed frames were let through with some slack: check the message itself.
-                put = deliver.put if isinstance(deliver, Inbox) else deliver
                 while True:
                     message = await recv()
                     if too_big(message, limit):
@@ -406,7 +541,7 @@ class Session:
                     stats.messages_in += 1
                     await put(message)
             if isinstance(deliver, Inbox):
-                offer, put = deliver.offer, deliver.put
+                offer = deliver.offer
                 while True:
                     message = await recv()
                     stats.messages_in += 1
@@ -418,6 +553,7 @@ class Session:
                     stats.messages_in += 1
                     await deliver(message)
         except ConnectionClosed:
+            self._interrupt_requests()
             return await self._ended()
 
     def end_now(self) -> SessionEnd:

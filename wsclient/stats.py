@@ -43,19 +43,23 @@ class Stats:
     connect_attempts: int = 0
     """Opening handshakes tried, failed ones included."""
     messages_in: int = 0
-    """Messages received from the server and delivered to the application."""
+    """Messages received from the server and delivered to the stream (replies count in ``replies``)."""
     messages_out: int = 0
     """Messages written into a connection."""
     buffered: int = 0
     """Messages waiting in the outbox right now."""
     dropped: int = 0
     """Buffered messages discarded by ``overflow="drop_oldest"``."""
+    expired: int = 0
+    """Buffered messages removed unsent: their ``send(ttl=)`` ran out, or their request timed out or was given up."""
     sends_interrupted: int = 0
     """Messages whose write a broken connection or a cancellation interrupted.
 
     They may or may not have reached the server: only an application
     acknowledgement proves delivery.
     """
+    replies: int = 0
+    """Messages that resolved a pending request (they are not delivered to the stream)."""
     handler_errors: int = 0
     """Exceptions raised by ``on_message`` (logged, rate-limited; the stream goes on)."""
     last_close_code: int | None = None

@@ -22,6 +22,7 @@ from .errors import CallbackError, FatalError, GaveUp, HandshakeError
 from .events import Cause, ClosedBy, SessionEnd, State
 from .logs import describe_error, redact_url
 from .policy import Action, SessionDropped, callback_error, close_action, connect_action, hook_action, to_fatal
+from .replies import Requests
 from .session import ABNORMAL_CLOSURE, Session, open_connection
 from .stats import Outage, Stats
 
@@ -77,8 +78,10 @@ class Supervisor:
         log: Any,
         stopping: Callable[[], bool] = lambda: False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        requests: Requests | None = None,
     ) -> None:
         self._config = config
+        self._requests = requests
         self._stats = stats
         self._outbox = outbox
         self._deliver = deliver
@@ -163,7 +166,7 @@ class Supervisor:
             connection.transport.abort()
             await connection.wait_closed()
             return STOPPED
-        session = Session(connection, config, stats, log)
+        session = Session(connection, config, stats, log, self._requests)
         self.session = session
         try:
             end = await session.run(config.on_connect, self._on_open, self._deliver, self._outbox)
@@ -177,6 +180,8 @@ class Supervisor:
             self.session = None
             self.opened.clear()
             self._mark_down()
+        if config.on_disconnect is not None:
+            await self._run_on_disconnect(config.on_disconnect, session, end, log)
         if session.hook_error is not None:
             error = session.hook_error
             if hook_action(error) is Action.FATAL:
@@ -186,6 +191,24 @@ class Supervisor:
             log.warning("on_connect_failed", session_id=session.id, error=describe_error(error))
             raise error
         return self._after(session, end, log)
+
+    async def _run_on_disconnect(
+        self, hook: Callable[[SessionEnd], Awaitable[None]], session: Session, end: SessionEnd, log: Any
+    ) -> None:
+        """Tell the application how the session ended, before the policy decides what follows.
+
+        Bounded by ``close_timeout``. A connection error (or a timeout) from the
+        hook is logged and changes nothing; any other exception is a bug: fatal.
+        """
+        try:
+            async with asyncio.timeout(self._config.close_timeout):
+                await hook(end)
+        except Exception as exc:
+            if hook_action(exc) is Action.FATAL:
+                log.error("callback_failed", callback="on_disconnect", session_id=session.id, exc_info=exc)
+                fatal = to_fatal(callback_error("on_disconnect", exc))
+                raise fatal from (None if fatal is exc else exc)
+            log.warning("on_disconnect_failed", session_id=session.id, error=describe_error(exc))
 
     def _failed(self, session: Session, error: BaseException, log: Any) -> SessionEnd:
         """An exception escaped the session: a lost connection goes on as one, anything else is fatal."""

@@ -7,7 +7,7 @@ coroutine to that loop and wait for it, with a ``timeout``; received messages
 cross to the reading thread through a bounded, thread-safe inbox, without a
 wake-up per message while the reader keeps up.
 
-Callbacks (``on_connect``, ``on_message``, and ``url``/``headers`` when given
+Callbacks (``on_connect``, ``on_message``, ``on_disconnect``, and ``url``/``headers`` when given
 as callables) are plain functions. They run in a second background thread,
 one per client, one at a time and in the order their events happened, so a
 slow callback never stalls the connection's heartbeat and an ``on_connect``
@@ -25,7 +25,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterator, Mapping
 from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
@@ -39,9 +39,9 @@ __all__ = ["Client", "Session"]
 T = TypeVar("T")
 Data = wsclient.Data
 
-_CALLBACKS = ("on_connect", "on_message", "url", "headers")
+_CALLBACKS = ("on_connect", "on_message", "on_disconnect", "url", "headers")
 """Arguments that may be plain functions, run in the callback thread (``url``/``headers`` also as values)."""
-_PLAIN_CALLBACKS = ("url", "headers")
+_PLAIN_CALLBACKS = ("url", "headers", "on_disconnect")
 """Callbacks whose arguments and result cross threads unchanged: a new one such as ``on_disconnect`` goes here."""
 
 _log = structlog.get_logger("wsclient")
@@ -376,6 +376,11 @@ def _register_at_exit() -> None:
             _at_exit_registered = True
 
 
+def _grace(timeout: float | None) -> float | None:
+    """How long a thread waits for a call that ends itself after ``timeout``: a little longer, so its error wins."""
+    return None if timeout is None or not isinstance(timeout, int | float) else timeout + 1.0
+
+
 def _wrap_plain(portal: _Portal, function: Callable[..., T]) -> Callable[..., Awaitable[T]]:
     """An async callable that runs ``function`` in the callback thread."""
 
@@ -434,6 +439,10 @@ class Session:
         """Receive the next message of this connection; ``TimeoutError`` after ``timeout`` seconds."""
         return self._portal.call(timeout, self._session.recv)
 
+    def request(self, message: Data, *, key: Hashable, timeout: float | None = 10.0) -> Data:
+        """Send on this connection and return the reply matched to ``key``, as :meth:`wsclient.Session.request`."""
+        return self._portal.call(_grace(timeout), partial(self._session.request, message, key=key, timeout=timeout))
+
 
 class Client:
     """A WebSocket connection that stays up, for code without asyncio.
@@ -444,11 +453,11 @@ class Client:
     1000; ``recv()`` and ``for message in client`` give one stream across
     reconnects. Every method may be called from any thread.
 
-    ``on_connect(session)``, ``on_message(message)`` and callable ``url`` and
-    ``headers`` are plain functions, run one at a time and in order in one
+    ``on_connect(session)``, ``on_message(message)``, ``on_disconnect(end)`` and
+    callable ``url`` and ``headers`` are plain functions, run one at a time and in order in one
     callback thread per client (started only when there is a callback); the
     client's event loop runs in another thread, which ends with the client.
-    ``classify_error`` runs on the event loop: keep it a quick, pure function.
+    ``classify_error`` and ``reply_key`` run on the event loop: keep them quick, pure functions.
     """
 
     def __init__(self, url: str | Callable[[], str], **options: Any) -> None:
@@ -611,16 +620,27 @@ class Client:
 
     # Sending.
 
-    def send(self, message: Data, *, timeout: float | None = None) -> None:
+    def send(self, message: Data, *, ttl: float | None = None, timeout: float | None = None) -> None:
         """Send ``message`` now if a session is open, else buffer it for the next session.
 
         Blocks while the asyncio client's ``send()`` would wait (a full outbox
         while open, or ``overflow="wait"``), at most ``timeout`` seconds
         (``TimeoutError``; the message may then still go out). Each thread's
-        messages go out in the order that thread sent them.
+        messages go out in the order that thread sent them. ``ttl`` is the
+        asyncio client's: a buffered message not written within it is never sent.
         """
         self._check_started()
-        self._portal.call(timeout, self._client.send, message)
+        self._portal.call(timeout, self._client.send, message, ttl=ttl)
+
+    def request(self, message: Data, *, key: Hashable, timeout: float | None = 10.0) -> Data:
+        """Send ``message`` and return its reply, as :meth:`wsclient.Client.request` (needs ``reply_key``).
+
+        Raises ``RequestTimeout`` after ``timeout`` seconds (a message still
+        buffered then is never sent), ``RequestInterrupted`` at once if the
+        session that carried it ends, ``ClientClosed`` if the client closes.
+        """
+        self._check_started()
+        return self._portal.call(_grace(timeout), partial(self._client.request, message, key=key, timeout=timeout))
 
     def unsent(self) -> list[Data]:
         """Messages handed to ``send()`` that no session has written yet (all of them, once closed)."""
