@@ -697,3 +697,38 @@ async def test_a_flush_cut_by_a_dead_peer_counts_the_message_it_was_writing() ->
             await client.close()
         assert client.stats.outages[0].cause == wsclient.Cause.HEARTBEAT_TIMEOUT
         assert accounted(client) == 100
+
+
+async def test_text_mode_decodes_binary_frames_and_ends_a_session_on_invalid_utf8() -> None:
+    async def binary(connection: ServerConnection) -> None:
+        await connection.send(b"text", text=False)
+        await connection.send(b"\xff not UTF-8", text=False)
+        await connection.wait_closed()
+
+    async with FlakyServer(handler=binary) as server:  # type: ignore[arg-type]
+        async with asyncio.timeout(BOUND), wsclient.Client(server.url, text=True, **fast()) as client:
+            assert await client.recv() == "text"
+            with pytest.raises(wsclient.FatalCloseError) as caught:
+                await client.recv()
+        assert (caught.value.code, caught.value.closed_by) == (1007, "client")
+
+
+def test_text_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="text must be a bool"):
+        wsclient.Client("ws://127.0.0.1:9", text="yes")  # type: ignore[call-overload]
+
+
+async def test_a_timeout_raised_by_on_connect_itself_keeps_its_message(server: FlakyServer) -> None:
+    calls = 0
+
+    async def waits_for_an_ack(session: wsclient.Session) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise TimeoutError("no ack from the auth service")
+
+    with capture_logs() as events:
+        async with asyncio.timeout(BOUND), wsclient.Client(server.url, on_connect=waits_for_an_ack, **fast()):
+            pass
+    failure = next(e for e in events if e["event"] == "on_connect_failed")
+    assert failure["error"] == "TimeoutError: no ack from the auth service"

@@ -6,9 +6,11 @@ import asyncio
 import inspect
 import ssl as ssl_module
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from types import TracebackType
+from typing import Any, Generic, Literal, TypedDict, Unpack, overload
 
+from typing_extensions import TypeVar
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State as ProtocolState
 
@@ -44,8 +46,38 @@ __all__ = ["Client"]
 _DATA_TYPES = (str, bytes, bytearray, memoryview)
 _OPEN = ProtocolState.OPEN
 
+M = TypeVar("M", str, Data, default=Data)
+"""What the client delivers: ``str`` with ``text=True``, else ``str | bytes``."""
 
-class Client:
+
+class Options(TypedDict, total=False):
+    """The keyword arguments of :class:`Client` besides ``url``, ``text`` and ``on_message``, for its overloads."""
+
+    on_connect: OnConnect | None
+    on_disconnect: OnDisconnect | None
+    reply_key: ReplyKey | None
+    backoff: Backoff
+    max_attempts: int | None
+    max_outage: float | None
+    heartbeat: Heartbeat | None
+    idle_timeout: float | None
+    reconnect_on_normal_close: bool
+    close_actions: CloseActions | None
+    classify_error: ErrorClassifier | None
+    max_buffered: int
+    overflow: Overflow
+    inbox_size: int
+    open_timeout: float | None
+    close_timeout: float
+    headers: HeadersSource | None
+    subprotocols: Sequence[str] | None
+    ssl: ssl_module.SSLContext | None
+    compression: str | None
+    max_size: int | None
+    max_queue: int
+
+
+class Client(Generic[M]):
     """A WebSocket connection that stays up: reconnects, re-subscribes, buffers and reports.
 
     Use it as ``async with Client(url) as client:``; entering returns once the
@@ -53,14 +85,40 @@ class Client:
     with code 1000. Messages from every session come out of ``recv()`` and
     ``async for`` as one stream; ``send()`` while disconnected buffers up to
     ``max_buffered`` messages, sent in order after the next ``on_connect``.
+
+    With ``text=True`` every message is a ``str`` (binary frames are decoded
+    as UTF-8; one that is not ends the session with 1007), and the type
+    checker knows it: ``Client(url, text=True)`` is a ``Client[str]`` whose
+    ``on_message`` may take a ``str``.
     """
+
+    @overload
+    def __init__(
+        self: Client[str],
+        url: UrlSource,
+        *,
+        text: Literal[True],
+        on_message: Callable[[str], Awaitable[None] | None] | None = None,
+        **options: Unpack[Options],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Client[Data],
+        url: UrlSource,
+        *,
+        text: Literal[False] = False,
+        on_message: MessageHandler | None = None,
+        **options: Unpack[Options],
+    ) -> None: ...
 
     def __init__(
         self,
         url: UrlSource,
         *,
+        text: bool = False,
         on_connect: OnConnect | None = None,
-        on_message: MessageHandler | None = None,
+        on_message: Callable[[Any], Awaitable[None] | None] | None = None,
         on_disconnect: OnDisconnect | None = None,
         reply_key: ReplyKey | None = None,
         backoff: Backoff = Backoff(),
@@ -108,11 +166,12 @@ class Client:
             compression=compression,
             max_size=max_size,
             max_queue=max_queue,
+            text=text,
         )
         self.stats = Stats()
         self._state = State.IDLE
         self._log = get_logger().bind(url=redact_url(url) if isinstance(url, str) else "<callable>")
-        self._inbox: Inbox[Data] = Inbox(inbox_size)
+        self._inbox: Inbox[M] = Inbox(inbox_size)
         self._outbox: Outbox[Data] = Outbox(max_buffered, self.stats)
         self._requests = None if reply_key is None else Requests(reply_key, self.stats, self._log, self._is_stopping)
         self._supervisor = Supervisor(
@@ -154,7 +213,7 @@ class Client:
         # A task cancelled before its first step never runs _run's cleanup: this callback always runs.
         self._task.add_done_callback(lambda _: self._finish(ClientClosed()))
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self) -> Client[M]:
         await self.start()
         try:
             await self.wait_open()
@@ -364,7 +423,7 @@ class Client:
 
         return deliver
 
-    async def recv(self) -> Data:
+    async def recv(self) -> M:
         """The next message, across reconnects.
 
         Raises ``ClientClosed`` once the client stopped cleanly and every
@@ -376,10 +435,10 @@ class Client:
             raise RuntimeError("client is not started: use 'async with client' or 'await client.start()'")
         return await self._inbox.get()
 
-    def __aiter__(self) -> Client:
+    def __aiter__(self) -> Client[M]:
         return self
 
-    async def __anext__(self) -> Data:
+    async def __anext__(self) -> M:
         message = self._inbox.poll()
         if message is not None:  # only ever filled without on_message, once started: nothing for recv() to check
             return message
@@ -476,7 +535,7 @@ class Client:
         if self._outbox.expire(envelope):
             self._log.warning("expired", reason="ttl", unsent=len(self._outbox))
 
-    async def request(self, message: Data, *, key: Hashable, timeout: float | None = 10.0) -> Data:  # noqa: ASYNC109 - the public contract
+    async def request(self, message: Data, *, key: Hashable, timeout: float | None = 10.0) -> M:  # noqa: ASYNC109 - the public contract
         """Send ``message`` and return its reply: the message for which ``reply_key`` returns ``key``.
 
         The message is sent like ``send()`` (buffered while disconnected). The
@@ -509,7 +568,7 @@ class Client:
                     await self._write(session, payload, text)
                 else:
                     await self._buffer(message, payload, text, None, request)
-                reply: Data = await request.future
+                reply: M = await request.future
                 return reply
         except TimeoutError:
             if deadline.expired():

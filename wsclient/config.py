@@ -127,6 +127,7 @@ class ClientConfig:
     compression: str | None = "deflate"
     max_size: int | None = 2**20
     max_queue: int = 16
+    text: bool = False
 
     def __post_init__(self) -> None:
         if self.ssl is not None and not isinstance(self.ssl, ssl_module.SSLContext):
@@ -161,6 +162,8 @@ class ClientConfig:
             raise ValueError(f"overflow must be one of {', '.join(_OVERFLOWS)}, got {self.overflow!r}")
         if self.compression not in _COMPRESSIONS:
             raise ValueError(f"compression must be 'deflate' or None, got {self.compression!r}")
+        if not isinstance(self.text, bool):
+            raise TypeError(f"text must be a bool, got {self.text!r}")
         if not isinstance(self.reconnect_on_normal_close, bool):
             raise TypeError(f"reconnect_on_normal_close must be a bool, got {self.reconnect_on_normal_close!r}")
         if self.headers is not None and not (isinstance(self.headers, Mapping) or callable(self.headers)):

@@ -32,6 +32,7 @@ from .stats import Stats
 __all__ = ["Session", "count_write", "end_from_close", "open_connection", "to_payload", "wire_max_size"]
 
 ABNORMAL_CLOSURE = 1006
+INVALID_DATA = 1007
 MESSAGE_TOO_BIG = 1009
 _session_numbers = itertools.count(1)
 
@@ -182,6 +183,8 @@ class Session:
         """websockets' connection, for what wsclient does not wrap (``latency``, ``local_address``)."""
         self.protocol = connection.protocol
         """websockets' sans-I/O protocol: its ``state`` is the cheapest test of an open connection."""
+        # With text=True, binary frames are decoded as UTF-8 too: the application gets str only.
+        self._recv: Callable[[], Awaitable[Data]] = partial(connection.recv, True) if config.text else connection.recv
         self._config = config
         self._stats = stats
         self._log = log
@@ -248,7 +251,7 @@ class Session:
         if self._held is not None:
             # A request in on_connect started a reader: messages that are no reply wait for us there.
             return await self._held.get()
-        return await self.connection.recv()
+        return await self._recv()
 
     async def request(self, message: Data, *, key: Hashable, timeout: float | None = 10.0) -> Data:  # noqa: ASYNC109 - the public contract
         """Send ``message`` on this connection now and return the reply that ``reply_key`` matches to ``key``.
@@ -312,7 +315,7 @@ class Session:
         self._hook_reader = self._tg.create_task(self._read_held(self._held), name=f"wsclient-hook-reader-{self.id}")
 
     async def _read_held(self, held: Inbox[Data]) -> None:
-        recv, requests = self.connection.recv, self._requests
+        recv, requests = self._recv, self._requests
         assert requests is not None
         limit = self._config.max_size
         compressed = limit is not None and bool(self.connection.protocol.extensions)
@@ -325,6 +328,9 @@ class Session:
                 if requests.pending and requests.resolve(message, self):
                     continue
                 held.offer(message)
+        except UnicodeDecodeError:
+            await self.connection.close(INVALID_DATA, "binary message is not UTF-8 text")
+            held.close(self.connection.protocol.close_exc)
         except ConnectionClosed as exc:
             self._interrupt_requests()
             held.close(exc)
@@ -445,13 +451,14 @@ class Session:
     async def _run_on_connect(self, on_connect: Callable[[Session], Awaitable[None]]) -> None:
         """Run the hook, bounded by ``open_timeout`` so a server that never answers cannot stall the client."""
         timeout = self._config.open_timeout
+        bound = asyncio.timeout(timeout)
         try:
-            async with asyncio.timeout(timeout):
+            async with bound:
                 await on_connect(self)
         except TimeoutError as exc:
-            if self.connection.state is ProtocolState.OPEN:
+            if bound.expired() and self.connection.state is ProtocolState.OPEN:
                 raise TimeoutError(f"on_connect did not finish within open_timeout ({timeout}s)") from exc
-            raise
+            raise  # the hook's own timeout, as it raised it
 
     async def _watch(self, watch: Callable[[], Awaitable[Cause]]) -> None:
         # The watcher's coroutine is made here, not by the caller: a task cancelled
@@ -507,7 +514,7 @@ class Session:
             await outbox.wait_for_items()
 
     async def _consume(self, deliver: Deliver) -> SessionEnd:
-        recv, stats = self.connection.recv, self._stats
+        recv, stats = self._recv, self._stats
         limit = self._config.max_size
         put = deliver.put if isinstance(deliver, Inbox) else deliver
         requests = self._requests
@@ -552,9 +559,13 @@ class Session:
                     message = await recv()
                     stats.messages_in += 1
                     await deliver(message)
+        except UnicodeDecodeError:
+            # text=True and a binary message that is not UTF-8: the feed broke its contract.
+            await self.connection.close(INVALID_DATA, "binary message is not UTF-8 text")
         except ConnectionClosed:
-            self._interrupt_requests()
-            return await self._ended()
+            pass
+        self._interrupt_requests()
+        return await self._ended()
 
     def end_now(self) -> SessionEnd:
         """How the session ended, from what is known at once (it is being cancelled; nothing is awaited)."""

@@ -640,7 +640,10 @@ class Client:
         session that carried it ends, ``ClientClosed`` if the client closes.
         """
         self._check_started()
-        return self._portal.call(_grace(timeout), partial(self._client.request, message, key=key, timeout=timeout))
+        reply: Data = self._portal.call(
+            _grace(timeout), partial(self._client.request, message, key=key, timeout=timeout)
+        )
+        return reply
 
     def unsent(self) -> list[Data]:
         """Messages handed to ``send()`` that no session has written yet (all of them, once closed)."""
