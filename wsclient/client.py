@@ -245,7 +245,7 @@ class Client(Generic[M]):
             while not self._is_open():
                 if task.done() or self._closing:
                     raise self._stopped_error()
-                opened = asyncio.create_task(self._supervisor.opened.wait())
+                opened = asyncio.create_task(self._supervisor.wait_opened())
                 try:
                     await asyncio.wait({opened, task}, return_when=asyncio.FIRST_COMPLETED)
                 finally:

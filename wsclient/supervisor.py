@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_exception
 
-from .buffers import Deliver, Outbox
+from .buffers import Deliver, Outbox, Waiters
 from .config import ClientConfig, Data, check_url
 from .errors import CallbackError, FatalError, GaveUp, HandshakeError
 from .events import Cause, ClosedBy, SessionEnd, State
@@ -95,8 +95,8 @@ class Supervisor:
         self._seed: SessionDropped | None = None
         self._opened_once = False
         self.session: Session | None = None
-        self.opened = asyncio.Event()
-        """Set while a session is open; cleared when it ends."""
+        self._open = False
+        self._opening = Waiters()
 
     async def run(self) -> SessionEnd:
         """Keep connected until the policy says stop; return the last session's end.
@@ -178,7 +178,7 @@ class Supervisor:
             end = self._failed(session, _leaf(exc), log)
         finally:
             self.session = None
-            self.opened.clear()
+            self._open = False
             self._mark_down()
         if config.on_disconnect is not None:
             await self._run_on_disconnect(config.on_disconnect, session, end, log)
@@ -301,6 +301,11 @@ class Supervisor:
             action=None if action is None else action.value,
         )
 
+    async def wait_opened(self) -> None:
+        """Return once a session is open: at once while one is, else when the next one opens."""
+        if not self._open:
+            await self._opening.wait()
+
     def _on_open(self, session: Session) -> None:
         stats = self._stats
         stats.sessions += 1
@@ -311,7 +316,8 @@ class Supervisor:
         if (outage := stats.current_outage) is not None:
             outage.end = time.time()
         self._set_state(State.OPEN)
-        self.opened.set()
+        self._open = True
+        self._opening.wake_all()
         self._log.info("connected", session_id=session.id, subprotocol=session.subprotocol, sessions=stats.sessions)
 
     def _mark_down(self) -> None:
