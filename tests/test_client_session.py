@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 from websockets.asyncio.server import ServerConnection
 
 import wsclient
+from wsclient.heartbeat import HeartbeatTimer, IdleTimer
 from wsclient.testing import FlakyServer
 
 
@@ -25,8 +26,14 @@ async def test_reconnect_restarts_heartbeat_and_sender_and_the_old_ones_are_gone
         first = client.session
         assert first is not None
         await until(lambda: len(session_tasks("sender")) == 1)
-        old = {**session_tasks("heartbeat"), **session_tasks("idle"), **session_tasks("sender")}
-        assert set(old) == {f"wsclient-{kind}-{first.id}" for kind in ("heartbeat", "idle", "sender")}
+        old = session_tasks("sender")
+        assert set(old) == {f"wsclient-sender-{first.id}"}
+        # The heartbeat and the idle watchdog are timers; a heartbeat task lives only while a beat waits for its pong.
+        old_timers = first._timers
+        assert [type(timer) for timer in old_timers] == [HeartbeatTimer, IdleTimer]
+        assert isinstance(old_timers[0], HeartbeatTimer)
+        assert all(timer.running for timer in old_timers)
+        await until(lambda: old_timers[0].beats >= 2)
         server.drop()
         await server.wait_for_connections(2)
         await client.wait_open(timeout=5)
@@ -35,13 +42,22 @@ async def test_reconnect_restarts_heartbeat_and_sender_and_the_old_ones_are_gone
         assert second.id != first.id
         await until(lambda: f"wsclient-sender-{second.id}" in session_tasks("sender"))
         assert all(task.done() for task in old.values())
-        alive = {**session_tasks("heartbeat"), **session_tasks("idle"), **session_tasks("sender")}
-        assert set(alive) == {f"wsclient-{kind}-{second.id}" for kind in ("heartbeat", "idle", "sender")}
-        # The new heartbeat works: the server answers its pings and the session stays up.
+        assert not any(timer.running for timer in old_timers)
+        old_beats = old_timers[0].beats
+        assert set(session_tasks("sender")) == {f"wsclient-sender-{second.id}"}
+        assert all(timer.running for timer in second._timers)
+        # The new heartbeat beats, and only the new one.
+        new = second._timers[0]
+        assert isinstance(new, HeartbeatTimer)
+        await until(lambda: new.beats >= 3)
+        assert old_timers[0].beats == old_beats
+        assert set(session_tasks("heartbeat")) <= {f"wsclient-heartbeat-{second.id}"}
+        # The server answers its pings and the session stays up.
         await client.send("ping me")
         assert await client.recv() == "ping me"
     assert not session_tasks("heartbeat")
     assert not session_tasks("sender")
+    assert not any(timer.running for timer in second._timers)
 
 
 async def test_on_connect_resubscribes_before_buffered_sends_and_before_messages(server: FlakyServer) -> None:
