@@ -211,7 +211,7 @@ class Client(Generic[M]):
         self._set_state(State.CONNECTING)
         self._task = asyncio.create_task(self._run(), name="wsclient-supervisor")
         # A task cancelled before its first step never runs _run's cleanup: this callback always runs.
-        self._task.add_done_callback(lambda _: self._finish(ClientClosed()))
+        self._task.add_done_callback(self._finish_closed)
 
     async def __aenter__(self) -> Client[M]:
         await self.start()
@@ -349,6 +349,9 @@ class Client(Generic[M]):
             end = exc
         finally:
             self._finish(end)
+
+    def _finish_closed(self, _: object) -> None:
+        self._finish(ClientClosed())
 
     def _finish(self, end: BaseException) -> None:
         if self._finished:

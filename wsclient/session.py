@@ -409,7 +409,7 @@ class Session:
                 timers: list[HeartbeatTimer | IdleTimer] = []
                 self._timers = timers
                 if (heartbeat := self._config.heartbeat) is not None:
-                    timers.append(HeartbeatTimer(heartbeat, self, partial(self._spawn_watch, tg), self._log))
+                    timers.append(HeartbeatTimer(heartbeat, self, self._spawn_watch, self._log))
                 if (idle_timeout := self._config.idle_timeout) is not None:
                     timers.append(IdleTimer(idle_timeout, self, self._verdict))
                 for timer in timers:
@@ -468,8 +468,10 @@ class Session:
                 raise TimeoutError(f"on_connect did not finish within open_timeout ({timeout}s)") from exc
             raise  # the hook's own timeout, as it raised it
 
-    def _spawn_watch(self, tg: asyncio.TaskGroup, watch: Watch) -> asyncio.Task[None] | None:
+    def _spawn_watch(self, watch: Watch) -> asyncio.Task[None] | None:
         """Run one heartbeat in the session's task group, which owns it and fails with it."""
+        if (tg := self._tg) is None:  # pragma: no cover - the timers stop before the group is left
+            return None
         coro = self._watch(watch)
         try:
             return tg.create_task(coro, name=f"wsclient-heartbeat-{self.id}")
