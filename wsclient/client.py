@@ -334,7 +334,7 @@ class Client(Generic[M]):
 
     async def _run(self) -> None:
         """The supervisor task: keep the stream alive, then record why it stopped."""
-        end: BaseException = ClientClosed()
+        end: BaseException | None = None  # made when needed: this frame lives as long as the client
         try:
             last = await self._supervisor.run()
             end = ClientClosed(
@@ -348,7 +348,7 @@ class Client(Generic[M]):
             self._log.exception("supervisor_failed")
             end = exc
         finally:
-            self._finish(end)
+            self._finish(ClientClosed() if end is None else end)
 
     def _finish_closed(self, _: object) -> None:
         self._finish(ClientClosed())
