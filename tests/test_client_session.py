@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 
 import pytest
 from helpers import MS, fast, until
 from structlog.testing import capture_logs
+from tenacity import AsyncRetrying, RetryCallState
 from websockets.asyncio.server import ServerConnection
 
 import wsclient
@@ -357,3 +359,32 @@ async def test_a_peer_that_sends_but_no_longer_reads_is_dead_after_missed_pongs(
     assert deferred[:2] == [1, 2]
     first_end = next(e for e in events if e["event"] == "disconnected")
     assert first_end["cause"] == "heartbeat_timeout"
+
+
+async def test_an_idle_client_holds_two_tasks_no_retry_loop_and_no_empty_queues(server: FlakyServer) -> None:
+    # What an idle connection costs: the supervisor (running the session) and the sender wait; the heartbeat
+    # and idle watchdog are timers; the retry loop, the queues and the outage history are made when needed.
+    heartbeat = wsclient.Heartbeat(interval=60.0, timeout=10.0)
+    clients = [wsclient.Client(server.url, **fast(heartbeat=heartbeat, idle_timeout=60.0)) for _ in range(3)]
+    try:
+        for client in clients:
+            await client.__aenter__()
+        await until(lambda: len(session_tasks("sender")) == len(clients))
+        tasks = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("wsclient-")]
+        assert sorted(tasks) == sorted(
+            name
+            for client in clients
+            if client.session is not None
+            for name in ("wsclient-supervisor", f"wsclient-sender-{client.session.id}")
+        )
+        gc.collect()  # a finished retry loop is a reference cycle: garbage, but only the collector frees it
+        assert not [o for o in gc.get_objects() if isinstance(o, AsyncRetrying | RetryCallState)]
+        for client in clients:
+            assert client.session is not None
+            assert [timer.running for timer in client.session._timers] == [True, True]
+            assert client._inbox._items is None
+            assert client._outbox.queue is None
+            assert client.stats._outages is None
+    finally:
+        for client in clients:
+            await client.close()
