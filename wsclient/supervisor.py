@@ -89,7 +89,6 @@ class Supervisor:
         self._log = log
         self._stopping = stopping
         self._sleep = sleep
-        self._wait = config.backoff.wait()
         self._down_at: float | None = None
         self._ssl: ssl_module.SSLContext | None = config.ssl
         self._seed: Exception | None = None
@@ -154,7 +153,7 @@ class Supervisor:
         max_attempts = self._config.max_attempts
         return AsyncRetrying(
             sleep=self._sleep,
-            wait=self._wait,
+            wait=self._config.backoff.wait(),
             stop=self._config.backoff.stop(
                 None if max_attempts is None else max_attempts + self._seeded,
                 self._config.max_outage,
