@@ -179,7 +179,7 @@ class HeartbeatTimer:
     the previous one was sent, or at once if the answer took longer.
     """
 
-    __slots__ = ("_link", "_log", "_loop", "_next_at", "_settings", "_spawn", "_task", "_timer", "beats", "missed")
+    __slots__ = ("_link", "_log", "_loop", "_settings", "_spawn", "_task", "_timer", "beats", "missed")
 
     def __init__(
         self,
@@ -195,7 +195,6 @@ class HeartbeatTimer:
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
-        self._next_at = 0.0
         self.missed = 0
         """Pongs missed in a row while other signs of life excused them."""
         self.beats = 0
@@ -224,14 +223,14 @@ class HeartbeatTimer:
 
     async def _beat(self) -> Cause | None:
         loop = self._loop
-        self._next_at = loop.time() + self._settings.interval
+        next_at = loop.time() + self._settings.interval
         self.beats += 1
         try:
             cause, self.missed = await beat(self._settings, self._link, self.missed, self._log)
         finally:
             self._task = None
         if cause is None:
-            self._timer = loop.call_at(self._next_at, self._due)
+            self._timer = loop.call_at(next_at, self._due)
         return cause
 
 
