@@ -123,6 +123,31 @@ async def test_gave_up_mid_life_reaches_the_reader(server: FlakyServer) -> None:
         assert outage.attempts == 2
 
 
+async def test_sessions_that_drop_before_stable_after_continue_one_outage() -> None:
+    # Accept, then reject at once: each session is one more attempt of the same outage, and the backoff grows.
+    async def overloaded(connection: ServerConnection) -> None:
+        await connection.close(1011, "overloaded")
+
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+
+    backoff = wsclient.Backoff(initial=MS, maximum=1.0, jitter=False, stable_after=60.0)
+    async with FlakyServer(handler=overloaded) as server:
+        client = wsclient.Client(server.url, **fast(max_attempts=4, backoff=backoff))
+        client._supervisor._sleep = sleep  # record the delays instead of waiting them
+        with capture_logs() as events:
+            await client.start()
+            with pytest.raises(wsclient.GaveUp) as caught:
+                async with asyncio.timeout(5):
+                    await client.wait_closed()
+    assert caught.value.attempts == 4
+    assert client.stats.sessions == 4
+    assert [e["attempt"] for e in events if e["event"] == "retrying"] == [1, 2, 3]
+    assert delays == pytest.approx([MS, 2 * MS, 4 * MS])
+
+
 async def test_after_a_stable_session_max_attempts_counts_connection_attempts(server: FlakyServer) -> None:
     backoff = wsclient.Backoff(initial=MS, maximum=10 * MS, stable_after=0)
     async with wsclient.Client(server.url, **fast(max_attempts=3, backoff=backoff)) as client:

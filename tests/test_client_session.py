@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 
 import pytest
 from helpers import MS, fast, until
 from structlog.testing import capture_logs
+from tenacity import AsyncRetrying, RetryCallState
 from websockets.asyncio.server import ServerConnection
 
 import wsclient
+from wsclient.heartbeat import HeartbeatTimer, IdleTimer
 from wsclient.testing import FlakyServer
 
 
@@ -25,8 +28,14 @@ async def test_reconnect_restarts_heartbeat_and_sender_and_the_old_ones_are_gone
         first = client.session
         assert first is not None
         await until(lambda: len(session_tasks("sender")) == 1)
-        old = {**session_tasks("heartbeat"), **session_tasks("idle"), **session_tasks("sender")}
-        assert set(old) == {f"wsclient-{kind}-{first.id}" for kind in ("heartbeat", "idle", "sender")}
+        old = session_tasks("sender")
+        assert set(old) == {f"wsclient-sender-{first.id}"}
+        # The heartbeat and the idle watchdog are timers; a heartbeat task lives only while a beat waits for its pong.
+        old_timers = first._timers
+        assert [type(timer) for timer in old_timers] == [HeartbeatTimer, IdleTimer]
+        assert isinstance(old_timers[0], HeartbeatTimer)
+        assert all(timer.running for timer in old_timers)
+        await until(lambda: old_timers[0].beats >= 2)
         server.drop()
         await server.wait_for_connections(2)
         await client.wait_open(timeout=5)
@@ -35,13 +44,22 @@ async def test_reconnect_restarts_heartbeat_and_sender_and_the_old_ones_are_gone
         assert second.id != first.id
         await until(lambda: f"wsclient-sender-{second.id}" in session_tasks("sender"))
         assert all(task.done() for task in old.values())
-        alive = {**session_tasks("heartbeat"), **session_tasks("idle"), **session_tasks("sender")}
-        assert set(alive) == {f"wsclient-{kind}-{second.id}" for kind in ("heartbeat", "idle", "sender")}
-        # The new heartbeat works: the server answers its pings and the session stays up.
+        assert not any(timer.running for timer in old_timers)
+        old_beats = old_timers[0].beats
+        assert set(session_tasks("sender")) == {f"wsclient-sender-{second.id}"}
+        assert all(timer.running for timer in second._timers)
+        # The new heartbeat beats, and only the new one.
+        new = second._timers[0]
+        assert isinstance(new, HeartbeatTimer)
+        await until(lambda: new.beats >= 3)
+        assert old_timers[0].beats == old_beats
+        assert set(session_tasks("heartbeat")) <= {f"wsclient-heartbeat-{second.id}"}
+        # The server answers its pings and the session stays up.
         await client.send("ping me")
         assert await client.recv() == "ping me"
     assert not session_tasks("heartbeat")
     assert not session_tasks("sender")
+    assert not any(timer.running for timer in second._timers)
 
 
 async def test_on_connect_resubscribes_before_buffered_sends_and_before_messages(server: FlakyServer) -> None:
@@ -341,3 +359,37 @@ async def test_a_peer_that_sends_but_no_longer_reads_is_dead_after_missed_pongs(
     assert deferred[:2] == [1, 2]
     first_end = next(e for e in events if e["event"] == "disconnected")
     assert first_end["cause"] == "heartbeat_timeout"
+
+
+async def test_an_idle_client_holds_two_tasks_no_retry_loop_and_no_empty_queues(server: FlakyServer) -> None:
+    # What an idle connection costs: the supervisor (running the session) and the sender wait; the heartbeat
+    # and idle watchdog are timers; the retry loop, the queues and the outage history are made when needed.
+    heartbeat = wsclient.Heartbeat(interval=60.0, timeout=10.0)
+    clients = [wsclient.Client(server.url, **fast(heartbeat=heartbeat, idle_timeout=60.0)) for _ in range(3)]
+    try:
+        for client in clients:
+            await client.__aenter__()
+        await until(lambda: len(session_tasks("sender")) == len(clients))
+        tasks = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("wsclient-")]
+        assert sorted(tasks) == sorted(
+            name
+            for client in clients
+            if client.session is not None
+            for name in ("wsclient-supervisor", f"wsclient-sender-{client.session.id}")
+        )
+        gc.collect()  # a finished retry loop is a reference cycle: garbage, but only the collector frees it
+        # Only these clients' loops count: a stopped client keeps its loop in the traceback of its error.
+        supervisors = [client._supervisor for client in clients]
+        loops = [o for o in gc.get_objects() if isinstance(o, AsyncRetrying)]
+        assert not [o for o in loops if getattr(o.before_sleep, "__self__", None) in supervisors]
+        states = [o for o in gc.get_objects() if isinstance(o, RetryCallState)]
+        assert not [o for o in states if getattr(o.retry_object.before_sleep, "__self__", None) in supervisors]
+        for client in clients:
+            assert client.session is not None
+            assert [timer.running for timer in client.session._timers] == [True, True]
+            assert client._inbox._items is None
+            assert client._outbox.queue is None
+            assert client.stats._outages is None
+    finally:
+        for client in clients:
+            await client.close()

@@ -43,7 +43,7 @@ async def test_waiting_readers_are_served_in_the_order_they_started_waiting() ->
         waiting: list[asyncio.Task[wsclient.Data]] = []
         for _ in range(3):
             waiting.append(asyncio.create_task(client.recv()))
-            await until(lambda: len(client._inbox._getters.futures) == len(waiting))
+            await until(lambda: len(client._inbox._getters.futures or ()) == len(waiting))
         await server.send_all("first")
         await server.send_all("second")
         await server.send_all("third")

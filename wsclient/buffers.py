@@ -15,24 +15,26 @@ from typing import Any, Generic, TypeVar
 from .errors import BufferFull, fresh_error
 from .stats import Stats
 
-__all__ = ["Deliver", "Envelope", "Inbox", "Outbox"]
+__all__ = ["Deliver", "Envelope", "Inbox", "Outbox", "Waiters"]
 
 T = TypeVar("T")
 
 
-class _Waiters:
+class Waiters:
     """Futures of tasks waiting for a condition, woken one at a time in FIFO order."""
 
     __slots__ = ("futures",)
 
     def __init__(self) -> None:
-        # A list, not a deque: a deque's first block costs 760 bytes, four of them per client, and
-        # waiters are few, so popping the head is cheap.
-        self.futures: list[asyncio.Future[None]] = []
+        # A list, not a deque: a deque's first block costs 760 bytes, and waiters are few, so popping
+        # the head is cheap. Made by the first waiter: most never have one.
+        self.futures: list[asyncio.Future[None]] | None = None
         """Non-empty while some task waits: the hot paths test it before calling ``wake_one()``."""
 
     async def wait(self) -> None:
         future = asyncio.get_running_loop().create_future()
+        if self.futures is None:
+            self.futures = []
         self.futures.append(future)
         try:
             await future
@@ -40,7 +42,7 @@ class _Waiters:
             if future.done() and not future.cancelled():
                 # Woken, then cancelled before using the turn: pass it on.
                 self.wake_one()
-            elif future in self.futures:
+            elif self.futures is not None and future in self.futures:
                 self.futures.remove(future)
             raise
 
@@ -52,33 +54,39 @@ class _Waiters:
                 return
 
     def wake_all(self) -> None:
-        futures, self.futures = self.futures, []
-        for future in futures:
+        futures, self.futures = self.futures, None
+        for future in futures or ():
             if not future.done():
                 future.set_result(None)
 
 
 class Inbox(Generic[T]):
-    """A bounded FIFO of received messages that ends with an exception once closed and drained."""
+    """A bounded FIFO of received messages that ends with an exception once closed and drained.
+
+    The queue is made by the first message: an idle connection does not pay for it.
+    """
 
     __slots__ = ("_end", "_getters", "_items", "_limit", "_putters")
 
     def __init__(self, limit: int) -> None:
-        self._items: deque[T] = deque()
+        self._items: deque[T] | None = None
         self._limit = limit
-        self._getters = _Waiters()
-        self._putters = _Waiters()
+        self._getters = Waiters()
+        self._putters = Waiters()
         self._end: BaseException | None = None
 
     def __len__(self) -> int:
-        return len(self._items)
+        items = self._items
+        return 0 if items is None else len(items)
 
     def full(self) -> bool:
-        return len(self._items) >= self._limit
+        return len(self) >= self._limit
 
     def offer(self, item: T) -> bool:
         """Append ``item`` if it fits, without waiting: the consumer's fast path."""
         items = self._items
+        if items is None:
+            items = self._items = deque()
         if len(items) >= self._limit:
             return False
         items.append(item)
@@ -88,15 +96,16 @@ class Inbox(Generic[T]):
 
     async def put(self, item: T) -> None:
         """Append ``item``, waiting while the inbox is full (backpressure on the session)."""
-        while len(self._items) >= self._limit and self._end is None:
+        while len(self) >= self._limit and self._end is None:
             await self._putters.wait()
+        if self._items is None:
+            self._items = deque()
         self._items.append(item)
         self._getters.wake_one()
 
     async def get(self) -> T:
         """Return the oldest message; once closed and empty, raise the closing exception."""
-        items = self._items
-        while not items:
+        while not (items := self._items):
             if self._end is not None:
                 raise fresh_error(self._end)
             await self._getters.wait()
@@ -168,25 +177,26 @@ class Outbox(Generic[T]):
     __slots__ = ("_closed", "_dead", "_nonempty", "_space", "_stats", "limit", "queue")
 
     def __init__(self, limit: int, stats: Stats) -> None:
-        self.queue: deque[T | Envelope] = deque()
-        """The buffered messages and tombstones, oldest first: change it only through the methods."""
+        self.queue: deque[T | Envelope] | None = None
+        """Buffered messages and tombstones, oldest first (``None`` until the first); change it via the methods."""
         self.limit = limit
         self._stats = stats
-        self._nonempty = _Waiters()
-        self._space = _Waiters()
+        self._nonempty = Waiters()
+        self._space = Waiters()
         self._closed = False
         self._dead = 0
 
     def __len__(self) -> int:
         """Live messages: tombstones do not count."""
-        return len(self.queue) - self._dead
+        queue = self.queue
+        return 0 if queue is None else len(queue) - self._dead
 
     def full(self) -> bool:
-        return len(self.queue) - self._dead >= self.limit
+        return len(self) >= self.limit
 
     def items(self) -> list[T]:
         items: list[T] = []
-        for item in self.queue:
+        for item in self.queue or ():
             if type(item) is Envelope:
                 if item.state is Envelope.BUFFERED:
                     items.append(item.message)
@@ -212,6 +222,8 @@ class Outbox(Generic[T]):
                 oldest.take()
                 if oldest.request is not None:
                     oldest.request.fail(BufferFull(self.limit))
+        if self.queue is None:
+            self.queue = deque()
         self.queue.append(item)
         self._stats.buffered = len(self)
         self._nonempty.wake_one()
@@ -222,6 +234,8 @@ class Outbox(Generic[T]):
         An :class:`Envelope` comes back still ``BUFFERED``: the caller takes it.
         """
         queue = self.queue
+        if queue is None:
+            raise IndexError("pop from an empty outbox")
         item = queue.popleft()
         while type(item) is Envelope and item.state is Envelope.DEAD:
             self._dead -= 1
@@ -243,7 +257,7 @@ class Outbox(Generic[T]):
         self._stats.expired += 1
         self._stats.buffered = len(self)
         if self._dead > _COMPACT_AT and self._dead > len(self):
-            self.queue = deque(i for i in self.queue if type(i) is not Envelope or i.state is not Envelope.DEAD)
+            self.queue = deque(i for i in self.queue or () if type(i) is not Envelope or i.state is not Envelope.DEAD)
             self._dead = 0
         self._space.wake_all()
         return True
@@ -251,7 +265,7 @@ class Outbox(Generic[T]):
     def close(self) -> None:
         """Wake every waiter: nothing will be flushed any more; deadlines stop, what is left stays unsent."""
         self._closed = True
-        for item in self.queue:
+        for item in self.queue or ():
             if type(item) is Envelope and item.timer is not None:
                 item.timer.cancel()
         self._space.wake_all()

@@ -211,7 +211,7 @@ class Client(Generic[M]):
         self._set_state(State.CONNECTING)
         self._task = asyncio.create_task(self._run(), name="wsclient-supervisor")
         # A task cancelled before its first step never runs _run's cleanup: this callback always runs.
-        self._task.add_done_callback(lambda _: self._finish(ClientClosed()))
+        self._task.add_done_callback(self._finish_closed)
 
     async def __aenter__(self) -> Client[M]:
         await self.start()
@@ -245,7 +245,7 @@ class Client(Generic[M]):
             while not self._is_open():
                 if task.done() or self._closing:
                     raise self._stopped_error()
-                opened = asyncio.create_task(self._supervisor.opened.wait())
+                opened = asyncio.create_task(self._supervisor.wait_opened())
                 try:
                     await asyncio.wait({opened, task}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
@@ -334,7 +334,7 @@ class Client(Generic[M]):
 
     async def _run(self) -> None:
         """The supervisor task: keep the stream alive, then record why it stopped."""
-        end: BaseException = ClientClosed()
+        end: BaseException | None = None  # made when needed: this frame lives as long as the client
         try:
             last = await self._supervisor.run()
             end = ClientClosed(
@@ -348,7 +348,10 @@ class Client(Generic[M]):
             self._log.exception("supervisor_failed")
             end = exc
         finally:
-            self._finish(end)
+            self._finish(ClientClosed() if end is None else end)
+
+    def _finish_closed(self, _: object) -> None:
+        self._finish(ClientClosed())
 
     def _finish(self, end: BaseException) -> None:
         if self._finished:

@@ -1,4 +1,4 @@
-"""Heartbeat settings and the loops that notice a dead peer.
+"""Heartbeat settings, and the timers that notice a dead peer.
 
 A peer is alive when anything proves it within the timeout: its pong, any
 inbound bytes, or the kernel draining what we wrote. A session whose reading
@@ -18,7 +18,16 @@ from typing import Any, Protocol
 from .errors import CallbackError
 from .events import Cause
 
-__all__ = ["Heartbeat", "Link", "heartbeat_message", "run_heartbeat", "run_idle_watchdog"]
+__all__ = [
+    "Heartbeat",
+    "HeartbeatTimer",
+    "IdleTimer",
+    "Link",
+    "beat",
+    "beat_verdict",
+    "heartbeat_message",
+    "idle_verdict",
+]
 
 HeartbeatMessage = str | bytes | Callable[[], str | bytes]
 
@@ -95,49 +104,134 @@ def heartbeat_message(settings: Heartbeat) -> str | bytes | None:
     return message
 
 
-async def run_heartbeat(settings: Heartbeat, link: Link, log: Any = None) -> Cause:
-    """Ping until the peer stops giving signs of life, then return why: heartbeat timeout or stalled writes.
+def beat_verdict(
+    *, pinged: bool, answered: bool, sign: str | None, stalled: bool, missed: int, missed_pongs: int
+) -> tuple[Cause | None, int]:
+    """What one beat says: the cause that ends the session (``None`` to go on) and the pongs missed in a row now.
+
+    ``pinged``: a protocol ping was sent (its pong is the answer); ``answered``:
+    that pong came within the timeout; ``sign``: the other sign of life seen
+    since the beat (see :func:`_other_sign_of_life`), ``None`` for none;
+    ``stalled``: our writes stayed blocked with nothing taken meanwhile.
+    """
+    if answered:
+        return None, 0
+    if sign is None:
+        return Cause.HEARTBEAT_TIMEOUT, missed
+    if sign == "data_received" and stalled:
+        # The peer talks but takes nothing we write: inbound data proves nothing about our sends.
+        return Cause.WRITE_STALLED, missed
+    if pinged and sign != "reading_paused":
+        # Only a pong proves the peer still reads what we send.
+        missed += 1
+        if missed >= missed_pongs:
+            return Cause.HEARTBEAT_TIMEOUT, missed
+    return None, missed
+
+
+async def beat(settings: Heartbeat, link: Link, missed: int = 0, log: Any = None) -> tuple[Cause | None, int]:
+    """Send one heartbeat, wait up to ``settings.timeout`` for an answer and judge it with :func:`beat_verdict`.
 
     A missing pong is forgiven, and logged as ``heartbeat_deferred``, when
     reading is paused on purpose (always), or when data arrived or drained
     meanwhile (up to ``missed_pongs`` times in a row). Writes blocked for the
     whole timeout with nothing taken end the session as ``Cause.WRITE_STALLED``.
     """
-    loop = asyncio.get_running_loop()
-    next_at = loop.time() + settings.interval
-    missed = 0
-    while True:
-        await asyncio.sleep(max(0.0, next_at - loop.time()))
-        sent_at = loop.time()
-        next_at = sent_at + settings.interval
-        message = heartbeat_message(settings)
-        backlog = link.write_backlog()
-        pong: Awaitable[float] | None = None
+    sent_at = asyncio.get_running_loop().time()
+    message = heartbeat_message(settings)
+    backlog = link.write_backlog()
+    pong: Awaitable[float] | None = None
+    try:
+        async with asyncio.timeout(settings.timeout):
+            pong = await link.send_heartbeat(message)
+            if pong is not None:
+                await asyncio.shield(pong)
+            else:
+                await asyncio.sleep(settings.timeout)
+    except TimeoutError:
+        pass
+    answered = pong is not None and _answered(pong)
+    sign = None if answered else _other_sign_of_life(link, sent_at)
+    stalled = sign == "data_received" and link.write_stalled(sent_at, backlog)
+    cause, missed = beat_verdict(
+        pinged=pong is not None,
+        answered=answered,
+        sign=sign,
+        stalled=stalled,
+        missed=missed,
+        missed_pongs=settings.missed_pongs,
+    )
+    if cause is None and not answered and log is not None:
+        log.debug("heartbeat_deferred", reason=sign, missed=missed)
+    return cause, missed
+
+
+Watch = Callable[[], Awaitable["Cause | None"]]
+"""A coroutine function run as one step of a watcher: a cause ends the session, ``None`` goes on."""
+
+
+class HeartbeatTimer:
+    """Beats every ``settings.interval`` seconds, driven by a timer rather than a sleeping task.
+
+    Between beats a connection holds one timer handle; a beat runs as a task
+    (made by ``spawn``, which owns it and acts on its verdict) only while it
+    sends and waits for its answer. The next beat is due ``interval`` after
+    the previous one was sent, or at once if the answer took longer.
+    """
+
+    __slots__ = ("_link", "_log", "_loop", "_settings", "_spawn", "_task", "_timer", "beats", "missed")
+
+    def __init__(
+        self,
+        settings: Heartbeat,
+        link: Link,
+        spawn: Callable[[Watch], asyncio.Task[None] | None],
+        log: Any = None,
+    ) -> None:
+        self._settings = settings
+        self._link = link
+        self._spawn = spawn
+        self._log = log
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.missed = 0
+        """Pongs missed in a row while other signs of life excused them."""
+        self.beats = 0
+        """Beats started so far."""
+
+    @property
+    def running(self) -> bool:
+        """Whether a beat is due or in progress (between ``start()`` and ``stop()`` or a verdict)."""
+        return self._timer is not None or self._task is not None
+
+    def start(self) -> None:
+        self._timer = self._loop.call_at(self._loop.time() + self._settings.interval, self._due)
+
+    def stop(self) -> None:
+        """Cancel the next beat and the one in progress, if any."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def _due(self) -> None:
+        self._timer = None
+        self._task = self._spawn(self._beat)
+
+    async def _beat(self) -> Cause | None:
+        loop = self._loop
+        next_at = loop.time() + self._settings.interval
+        self.beats += 1
         try:
-            async with asyncio.timeout(settings.timeout):
-                pong = await link.send_heartbeat(message)
-                if pong is not None:
-                    await asyncio.shield(pong)
-                else:
-                    await asyncio.sleep(settings.timeout)
-        except TimeoutError:
-            pass
-        if pong is not None and _answered(pong):
-            missed = 0
-            continue
-        reason = _other_sign_of_life(link, sent_at)
-        if reason is None:
-            return Cause.HEARTBEAT_TIMEOUT
-        if reason == "data_received" and link.write_stalled(sent_at, backlog):
-            # The peer talks but takes nothing we write: inbound data proves nothing about our sends.
-            return Cause.WRITE_STALLED
-        if pong is not None and reason != "reading_paused":
-            # Only a pong proves the peer still reads what we send.
-            missed += 1
-            if missed >= settings.missed_pongs:
-                return Cause.HEARTBEAT_TIMEOUT
-        if log is not None:
-            log.debug("heartbeat_deferred", reason=reason, missed=missed)
+            cause, self.missed = await beat(self._settings, self._link, self.missed, self._log)
+        finally:
+            self._task = None
+        if cause is None:
+            self._timer = loop.call_at(next_at, self._due)
+        return cause
 
 
 def _other_sign_of_life(link: Link, since: float) -> str | None:
@@ -162,15 +256,53 @@ def _answered(pong: Awaitable[float]) -> bool:
     return False
 
 
-async def run_idle_watchdog(idle_timeout: float, link: Link) -> Cause:
-    """Return ``Cause.IDLE_TIMEOUT`` once no inbound data arrived for ``idle_timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    while True:
-        deadline = link.last_rx + idle_timeout
-        now = loop.time()
-        if now < deadline:
-            await asyncio.sleep(deadline - now)
-        elif link.reading_paused():
-            await asyncio.sleep(idle_timeout)
+def idle_verdict(now: float, last_rx: float, idle_timeout: float, reading_paused: bool) -> tuple[Cause | None, float]:
+    """Whether the peer has been silent for ``idle_timeout`` (``Cause.IDLE_TIMEOUT``), and when to look next.
+
+    Silence while reading is paused on purpose is ours, not the peer's: look again a whole timeout later.
+    """
+    deadline = last_rx + idle_timeout
+    if now < deadline:
+        return None, deadline
+    if reading_paused:
+        return None, now + idle_timeout
+    return Cause.IDLE_TIMEOUT, now
+
+
+class IdleTimer:
+    """Calls ``on_idle(Cause.IDLE_TIMEOUT)`` once no inbound data arrived for ``idle_timeout`` seconds.
+
+    A timer looks at ``link.last_rx`` when the silence could first have lasted
+    long enough, and again from there: no task waits meanwhile.
+    """
+
+    __slots__ = ("_idle_timeout", "_link", "_loop", "_on_idle", "_timer")
+
+    def __init__(self, idle_timeout: float, link: Link, on_idle: Callable[[Cause], None]) -> None:
+        self._idle_timeout = idle_timeout
+        self._link = link
+        self._on_idle = on_idle
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether a look is due (between ``start()`` and ``stop()`` or a verdict)."""
+        return self._timer is not None
+
+    def start(self) -> None:
+        self._timer = self._loop.call_at(self._link.last_rx + self._idle_timeout, self._look)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _look(self) -> None:
+        link = self._link
+        cause, at = idle_verdict(self._loop.time(), link.last_rx, self._idle_timeout, link.reading_paused())
+        if cause is None:
+            self._timer = self._loop.call_at(at, self._look)
         else:
-            return Cause.IDLE_TIMEOUT
+            self._timer = None
+            self._on_idle(cause)

@@ -150,22 +150,25 @@ class Logger:
     prints warnings and errors to stderr).
     """
 
-    __slots__ = ("_context", "_stdlib")
+    __slots__ = ("_context",)
 
     def __init__(self, context: dict[str, Any]) -> None:
+        # Only the context is kept, not a bound structlog logger: every client and session has a logger.
         self._context = context
-        self._stdlib: structlog.stdlib.BoundLogger = _STDLIB_LOGGER.bind(**context)
 
     def bind(self, **values: Any) -> Logger:
-        """A logger whose events also carry ``values``."""
-        return Logger({**self._context, **values})
+        """A logger whose events also carry ``values`` (this one, if it carries them already)."""
+        context = self._context
+        if all(key in context and context[key] == value for key, value in values.items()):
+            return self
+        return Logger({**context, **values})
 
     def _emit(self, method_name: str, event: str, fields: dict[str, Any]) -> None:
         if structlog.is_configured():
             logger = structlog.get_logger(LOGGER_NAME).bind(logger=LOGGER_NAME, **self._context)
             getattr(logger, method_name)(event, **fields)
         else:
-            getattr(self._stdlib, method_name)(event, **fields)
+            getattr(_STDLIB_LOGGER, method_name)(event, **{**self._context, **fields})
 
     def debug(self, event: str, **fields: Any) -> None:
         self._emit("debug", event, fields)

@@ -25,7 +25,7 @@ from .buffers import Deliver, Envelope, Inbox, Outbox
 from .config import ClientConfig, Data, check_timeout
 from .errors import RequestInterrupted, RequestTimeout
 from .events import Cause, ClosedBy, SessionEnd
-from .heartbeat import run_heartbeat, run_idle_watchdog
+from .heartbeat import HeartbeatTimer, IdleTimer, Watch
 from .replies import Request, Requests
 from .stats import Stats
 
@@ -204,6 +204,7 @@ class Session:
         self._tg: asyncio.TaskGroup | None = None
         self._hook_reader: asyncio.Task[None] | None = None
         self._held: Inbox[Data] | None = None
+        self._timers: list[HeartbeatTimer | IdleTimer] = []
 
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.connection.state.name}>"
@@ -403,14 +404,21 @@ class Session:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                watchers = []
+                watchers: list[asyncio.Task[None]] = []
+                # Timers, not sleeping tasks: an idle session holds a timer handle for each.
+                timers: list[HeartbeatTimer | IdleTimer] = []
+                self._timers = timers
                 if (heartbeat := self._config.heartbeat) is not None:
-                    watcher = self._watch(partial(run_heartbeat, heartbeat, self, self._log))
-                    watchers.append(tg.create_task(watcher, name=f"wsclient-heartbeat-{self.id}"))
+                    timers.append(HeartbeatTimer(heartbeat, self, self._spawn_watch, self._log))
                 if (idle_timeout := self._config.idle_timeout) is not None:
-                    watcher = self._watch(partial(run_idle_watchdog, idle_timeout, self))
-                    watchers.append(tg.create_task(watcher, name=f"wsclient-idle-{self.id}"))
-                end = await self._main(tg, on_connect, on_ready, deliver, outbox, watchers)
+                    timers.append(IdleTimer(idle_timeout, self, self._verdict))
+                for timer in timers:
+                    timer.start()
+                try:
+                    end = await self._main(tg, on_connect, on_ready, deliver, outbox, watchers)
+                finally:
+                    for timer in timers:
+                        timer.stop()
                 for task in watchers:
                     task.cancel()
         finally:
@@ -460,13 +468,30 @@ class Session:
                 raise TimeoutError(f"on_connect did not finish within open_timeout ({timeout}s)") from exc
             raise  # the hook's own timeout, as it raised it
 
-    async def _watch(self, watch: Callable[[], Awaitable[Cause]]) -> None:
+    def _spawn_watch(self, watch: Watch) -> asyncio.Task[None] | None:
+        """Run one heartbeat in the session's task group, which owns it and fails with it."""
+        if (tg := self._tg) is None:  # pragma: no cover - the timers stop before the group is left
+            return None
+        coro = self._watch(watch)
+        try:
+            return tg.create_task(coro, name=f"wsclient-heartbeat-{self.id}")
+        except RuntimeError:
+            # The group is shutting down (a task failed): the session is ending, no beat is due.
+            coro.close()
+            return None
+
+    async def _watch(self, watch: Watch) -> None:
         # The watcher's coroutine is made here, not by the caller: a task cancelled
         # before its first step would otherwise leave it never awaited.
         try:
             cause = await watch()
         except ConnectionClosed:
             return
+        if cause is not None:
+            self._verdict(cause)
+
+    def _verdict(self, cause: Cause) -> None:
+        """A watcher found the peer dead or stalled: drop the connection, unless the session is ending anyway."""
         if self._cause is not None or self.connection.state is not ProtocolState.OPEN:
             # Already closing (our close, the server's, or another watcher's verdict), and bounded by
             # close_timeout: a verdict now would be a false alarm and would misname why the session ended.

@@ -69,12 +69,20 @@ class Stats:
     down_since: float | None = None
     """Since when (epoch seconds) the client has had no open session, first connect included; ``None`` while open."""
     outages_total: int = 0
-    outages: deque[Outage] = field(default_factory=lambda: deque(maxlen=MAX_OUTAGES))
-    """The most recent outages, oldest first; the last one may still be going on."""
+    _outages: deque[Outage] | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def outages(self) -> deque[Outage]:
+        """The most recent outages, oldest first; the last one may still be going on."""
+        # Made on first use: an empty deque costs 760 bytes, and most clients never see an outage.
+        if self._outages is None:
+            self._outages = deque(maxlen=MAX_OUTAGES)
+        return self._outages
 
     @property
     def current_outage(self) -> Outage | None:
         """The outage going on now, if any."""
-        if self.outages and self.outages[-1].end is None:
-            return self.outages[-1]
+        outages = self._outages
+        if outages and outages[-1].end is None:
+            return outages[-1]
         return None

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_exception
 
-from .buffers import Deliver, Outbox
+from .buffers import Deliver, Outbox, Waiters
 from .config import ClientConfig, Data, check_url
 from .errors import CallbackError, FatalError, GaveUp, HandshakeError
 from .events import Cause, ClosedBy, SessionEnd, State
@@ -89,14 +89,20 @@ class Supervisor:
         self._log = log
         self._stopping = stopping
         self._sleep = sleep
-        self._wait = config.backoff.wait()
         self._down_at: float | None = None
         self._ssl: ssl_module.SSLContext | None = config.ssl
-        self._seed: SessionDropped | None = None
+        self._seed: Exception | None = None
+        """The failure the next retry loop starts from: how the last session ended, if it ended for a retry."""
+        self._resume = 0
+        """Attempts of this outage made before the next loop (its first attempt continues their count)."""
+        self._seeded = False
+        """Whether this outage began with a stable session's drop, which counts as no attempt."""
+        self._number = 0
+        """The attempt number tenacity gave the current attempt, in the count of this outage."""
         self._opened_once = False
         self.session: Session | None = None
-        self.opened = asyncio.Event()
-        """Set while a session is open; cleared when it ends."""
+        self._open = False
+        self._opening = Waiters()
 
     async def run(self) -> SessionEnd:
         """Keep connected until the policy says stop; return the last session's end.
@@ -104,43 +110,69 @@ class Supervisor:
         Raises ``FatalError`` when retrying cannot help and ``GaveUp`` when
         ``max_attempts`` or ``max_outage`` is reached. Once ``stopping()``
         holds, no new session opens.
+
+        One outage is one tenacity retry loop, made when the outage starts and
+        gone once a session opens: an open session holds no tenacity object.
+        A session that ends before ``stable_after`` continues its outage's
+        count in a fresh loop, whose first attempt is that session's end.
         """
         self._mark_down()
         while True:
-            seeded = self._seed is not None
-            max_attempts = self._config.max_attempts
-            retrying = AsyncRetrying(
-                sleep=self._sleep,
-                wait=self._wait,
-                stop=self._config.backoff.stop(
-                    None if max_attempts is None else max_attempts + seeded,
-                    self._config.max_outage,
-                    down_since=lambda: self._down_at,
-                ),
-                retry=retry_if_exception(_is_transient),
-                before_sleep=self._before_sleep,
-            )
             started = time.monotonic()
             try:
-                outcome: SessionEnd | SessionDropped = await retrying(self._attempt)
+                opened: tuple[Session, Any] | SessionEnd = await self._retrying()(self._attempt)
+                if isinstance(opened, SessionEnd):
+                    self._log.info("stopped", code=opened.code, closed_by=opened.closed_by.value)
+                    return opened
+                # No await between the handshake and the session's own cleanup: a cancellation lands inside it.
+                outcome = await self._live(*opened)
             except RetryError as exc:
                 last = exc.last_attempt
                 cause = last.exception()
-                attempts = last.attempt_number - seeded
+                attempts = last.attempt_number - self._seeded
                 elapsed = time.monotonic() - (started if self._down_at is None else self._down_at)
                 self._log.error("gave_up", attempts=attempts, error=_describe(cause))
                 raise GaveUp(attempts, elapsed) from cause
             except FatalError as exc:
                 self._log.error("fatal", error=describe_error(exc))
                 raise
+            except Exception as exc:
+                # A session that ended before it was stable, or whose on_connect failed: the outage goes on.
+                if not _is_transient(exc):  # pragma: no cover - FatalError is handled above
+                    raise
+                self._seed, self._resume = exc, self._number - 1
+                continue
             if isinstance(outcome, SessionEnd):
                 self._log.info("stopped", code=outcome.code, closed_by=outcome.closed_by.value)
                 return outcome
             # A stable session dropped: a fresh outage, whose first failure is that drop.
-            self._seed = outcome
+            self._seed, self._resume, self._seeded = outcome, 0, True
 
-    async def _attempt(self) -> SessionEnd | SessionDropped:
-        """One try: connect, run a session to its end, classify the end."""
+    def _retrying(self) -> AsyncRetrying:
+        """This outage's retry loop: tenacity's wait and stop strategies, attempts counted from ``_resume``."""
+        max_attempts = self._config.max_attempts
+        return AsyncRetrying(
+            sleep=self._sleep,
+            wait=self._config.backoff.wait(),
+            stop=self._config.backoff.stop(
+                None if max_attempts is None else max_attempts + self._seeded,
+                self._config.max_outage,
+                down_since=lambda: self._down_at,
+            ),
+            retry=retry_if_exception(_is_transient),
+            before=self._before_attempt,
+            before_sleep=self._before_sleep,
+        )
+
+    def _before_attempt(self, retry_state: RetryCallState) -> None:
+        if self._resume:
+            # The loop continues an outage: its count, which the wait and stop strategies read, goes on too.
+            retry_state.attempt_number += self._resume
+            self._resume = 0
+        self._number = retry_state.attempt_number
+
+    async def _attempt(self) -> tuple[Session, Any] | SessionEnd:
+        """One try: connect, and return the session to run with its logger (or ``STOPPED``)."""
         if self._seed is not None:
             seed, self._seed = self._seed, None
             raise seed
@@ -166,7 +198,16 @@ class Supervisor:
             connection.transport.abort()
             await connection.wait_closed()
             return STOPPED
-        session = Session(connection, config, stats, log, self._requests)
+        return Session(connection, config, stats, log, self._requests), log
+
+    async def _live(self, session: Session, log: Any) -> SessionEnd | SessionDropped:
+        """Run an open session to its end and classify the end.
+
+        Returns the end when the policy says stop, a stable session's drop
+        (a fresh outage follows); raises the drop of a session that was not
+        stable, or the error of a failed ``on_connect``, to go on with the outage.
+        """
+        config = self._config
         self.session = session
         try:
             end = await session.run(config.on_connect, self._on_open, self._deliver, self._outbox)
@@ -178,7 +219,7 @@ class Supervisor:
             end = self._failed(session, _leaf(exc), log)
         finally:
             self.session = None
-            self.opened.clear()
+            self._open = False
             self._mark_down()
         if config.on_disconnect is not None:
             await self._run_on_disconnect(config.on_disconnect, session, end, log)
@@ -301,6 +342,11 @@ class Supervisor:
             action=None if action is None else action.value,
         )
 
+    async def wait_opened(self) -> None:
+        """Return once a session is open: at once while one is, else when the next one opens."""
+        if not self._open:
+            await self._opening.wait()
+
     def _on_open(self, session: Session) -> None:
         stats = self._stats
         stats.sessions += 1
@@ -311,7 +357,8 @@ class Supervisor:
         if (outage := stats.current_outage) is not None:
             outage.end = time.time()
         self._set_state(State.OPEN)
-        self.opened.set()
+        self._open = True
+        self._opening.wake_all()
         self._log.info("connected", session_id=session.id, subprotocol=session.subprotocol, sessions=stats.sessions)
 
     def _mark_down(self) -> None:
