@@ -29,12 +29,13 @@ import asyncio
 import contextlib
 import gc
 import json
+import logging
 import os
 import random
 import statistics
 import tracemalloc
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -786,6 +787,23 @@ def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
+@pytest.fixture
+def unretained_logs() -> Iterator[None]:
+    """Turn wsclient's stdlib logger off: pytest's capture keeps every record until the test ends.
+
+    Otherwise the records of the soak's thousands of warnings read as the
+    library's memory growth (pytest attaches its handlers to every logger, so
+    only disabling the logger keeps them out; tests/test_logs.py covers logging).
+    """
+    logger = logging.getLogger("wsclient")
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = False
+
+
+@pytest.mark.usefixtures("unretained_logs")
 async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) -> None:
     seconds: float = request.config.getoption("--soak-seconds")
     seed: int | None = request.config.getoption("--soak-seed")
