@@ -12,7 +12,6 @@ from typing import Any, Generic, Literal, TypedDict, Unpack, overload
 
 from typing_extensions import TypeVar
 from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State as ProtocolState
 
 from .backoff import Backoff
 from .buffers import Deliver, Envelope, Inbox, Outbox
@@ -43,8 +42,10 @@ HANDLER_ERROR_LOG_INTERVAL = 10.0
 
 __all__ = ["Client"]
 
+_DEFAULT_COMPRESSION: Any = object()
+"""``compression`` left out: ``"deflate"`` on websockets, ``None`` on picows."""
+
 _DATA_TYPES = (str, bytes, bytearray, memoryview)
-_OPEN = ProtocolState.OPEN
 
 M = TypeVar("M", str, Data, default=Data)
 """What the client delivers: ``str`` with ``text=True``, else ``str | bytes``."""
@@ -75,6 +76,7 @@ class Options(TypedDict, total=False):
     compression: str | None
     max_size: int | None
     max_queue: int
+    transport: Literal["websockets", "picows"]
 
 
 class Client(Generic[M]):
@@ -137,10 +139,14 @@ class Client(Generic[M]):
         headers: HeadersSource | None = None,
         subprotocols: Sequence[str] | None = None,
         ssl: ssl_module.SSLContext | None = None,
-        compression: str | None = "deflate",
+        compression: Any = _DEFAULT_COMPRESSION,
         max_size: int | None = 2**20,
         max_queue: int = 16,
+        transport: Literal["websockets", "picows"] = "websockets",
     ) -> None:
+        if compression is _DEFAULT_COMPRESSION:
+            # picows has no permessage-deflate: its default is no compression, and asking for it is an error.
+            compression = None if transport == "picows" else "deflate"
         self.config = ClientConfig(
             url=url,
             on_connect=on_connect,
@@ -167,6 +173,7 @@ class Client(Generic[M]):
             max_size=max_size,
             max_queue=max_queue,
             text=text,
+            transport=transport,
         )
         self.stats = Stats()
         self._state = State.IDLE
@@ -467,7 +474,7 @@ class Client(Generic[M]):
             raise ClientClosed("cannot send: client is closed")
         session = self._supervisor.session
         # The hot path: one property read before websockets' own send().
-        if session is not None and session.ready and not self._outbox.queue and session.protocol.state is _OPEN:
+        if session is not None and session.ready and not self._outbox.queue and session.transport.is_open:
             await self._write(session, payload, text)
             return
         await self._buffer(message, payload, text, ttl, None)
@@ -506,7 +513,7 @@ class Client(Generic[M]):
                     session is not None
                     and session.ready
                     and not outbox.queue
-                    and session.protocol.state is _OPEN
+                    and session.transport.is_open
                     and (request is None or session.bind(request))
                 ):
                     await self._write(session, payload, text)
@@ -562,7 +569,7 @@ class Client(Generic[M]):
                     session is not None
                     and session.ready
                     and not self._outbox.queue
-                    and session.protocol.state is _OPEN
+                    and session.transport.is_open
                     and session.bind(request)
                 ):
                     await self._write(session, payload, text)
@@ -583,9 +590,9 @@ class Client(Generic[M]):
         """Write into the open session; the message counts as written or interrupted on every way out."""
         written = False
         try:
-            await session.connection.send(payload, text=text)
+            await session.transport.send(payload, text=text)
             # websockets returns normally when the connection is aborted while a send waits to drain.
-            written = session.protocol.state is _OPEN
+            written = session.transport.is_open
         except ConnectionClosed:
             pass
         finally:

@@ -23,8 +23,9 @@ from .events import Cause, ClosedBy, SessionEnd, State
 from .logs import describe_error, redact_url
 from .policy import Action, SessionDropped, callback_error, close_action, connect_action, hook_action, to_fatal
 from .replies import Requests
-from .session import ABNORMAL_CLOSURE, Session, open_connection
+from .session import ABNORMAL_CLOSURE, Session
 from .stats import Outage, Stats
+from .transports import open_transport
 
 __all__ = ["Supervisor"]
 
@@ -154,7 +155,7 @@ class Supervisor:
         log = self._log.bind(url=redact_url(url))
         log.debug("connecting", attempt=stats.connect_attempts)
         try:
-            connection = await open_connection(config, url, headers, self._ssl_for(url))
+            transport = await open_transport(config, url, headers, self._ssl_for(url))
         except Exception as exc:
             action = self._connect_action(exc)
             log.warning("connect_failed", error=describe_error(exc), action=action.value)
@@ -163,10 +164,10 @@ class Supervisor:
             raise
         if self._stopping():
             # close() came while the handshake ran: this session must not start.
-            connection.transport.abort()
-            await connection.wait_closed()
+            transport.abort()
+            await transport.wait_closed()
             return STOPPED
-        session = Session(connection, config, stats, log, self._requests)
+        session = Session(transport, config, stats, log, self._requests)
         self.session = session
         try:
             end = await session.run(config.on_connect, self._on_open, self._deliver, self._outbox)
@@ -218,7 +219,7 @@ class Supervisor:
                 raise error
             raise FatalError(f"session failed: {describe_error(error)}") from error
         log.error("session_failed", session_id=session.id, exc_info=error)
-        duration = session.connection.loop.time() - session.started
+        duration = session.transport.loop.time() - session.started
         return SessionEnd(ABNORMAL_CLOSURE, "", ClosedBy.NOBODY, Cause.CONNECTION_LOST, duration)
 
     def _connect_action(self, exc: Exception) -> Action:
