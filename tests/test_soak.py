@@ -80,6 +80,14 @@ def expired(stats: wsclient.Stats) -> int:
     return int(getattr(stats, "expired", 0))
 
 
+def connection_closed(session: wsclient.Session) -> bool:
+    """Whether the session's connection is closed for good, on either transport."""
+    connection = session.connection
+    if hasattr(connection, "is_disconnected"):
+        return bool(connection.is_disconnected)
+    return bool(connection.state is ProtocolState.CLOSED)
+
+
 class Ledger:
     """The accounting invariant: every message handed to ``send()`` is in exactly one place.
 
@@ -491,12 +499,12 @@ class CancelledCloses:
                     lambda: (
                         client.state is wsclient.State.CLOSED
                         and supervisor.done()
-                        and all(s.connection.state is ProtocolState.CLOSED for s in sessions)
+                        and all(connection_closed(s) for s in sessions)
                     ),
                     timeout=CLEANUP_BOUND,
                 )
             except TimeoutError:
-                live = sum(s.connection.state is not ProtocolState.CLOSED for s in sessions)
+                live = sum(not connection_closed(s) for s in sessions)
                 self._violation(
                     f"{settings}: {CLEANUP_BOUND} s after close(): state {client.state.value}, "
                     f"supervisor {'done' if supervisor.done() else 'running'}, {live} socket(s) open"
@@ -519,7 +527,7 @@ class CancelledCloses:
             sender.cancel()
             supervisor.cancel()
             for session in sessions:
-                session.connection.transport.abort()
+                session.transport.abort()
             await asyncio.wait({sender, supervisor}, timeout=CLEANUP_BOUND)
             self.stream.side.pop(episode, None)
 

@@ -160,7 +160,7 @@ class PicowsTransport(WSListener):
         return ConnectionClosed(
             None if rcvd is None else Close(int(rcvd.code.value) or _NO_STATUS, rcvd.reason),
             None if sent is None else Close(int(sent.code.value) or _NO_STATUS, sent.reason),
-            bool(handshake.recv_then_sent),
+            None if rcvd is None or sent is None else bool(handshake.recv_then_sent),
         )
 
     def reading_paused(self) -> bool:
@@ -214,7 +214,7 @@ class PicowsTransport(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         """One call per frame: a whole message of one frame goes to the sink without another Python frame."""
         self.last_rx = _now()
-        if frame.fin and self._parts_type is None and self._failed is None:
+        if frame.fin and frame.payload_size <= self._limit and self._parts_type is None and self._failed is None:
             kind = frame.msg_type
             if kind is _BINARY and not self._text:
                 message: Data = frame.get_payload_as_bytes()
@@ -362,31 +362,55 @@ def _handshake_error(exc: WSHandshakeError) -> Exception:
     return InvalidHandshake(str(exc))
 
 
+def _drop_late(connecting: asyncio.Future[tuple[WSTransport, Any]]) -> None:
+    """A handshake whose caller was cancelled finished on its own: close what it opened."""
+    if connecting.cancelled() or connecting.exception() is not None:
+        return
+    connecting.result()[0].disconnect(graceful=False)
+
+
 async def connect_picows(
     config: ClientConfig, url: str, headers: Mapping[str, str] | None, ssl: Any
 ) -> PicowsTransport:
-    """Open the TCP connection and run the opening handshake within ``open_timeout``, picows' keepalive off."""
+    """Open the TCP connection and run the opening handshake within ``open_timeout``, picows' keepalive off.
+
+    picows leaves the socket open when ``ws_connect`` is cancelled mid-handshake, so the handshake runs
+    shielded: cancelling this call lets it end (within ``open_timeout``) and closes what it opened.
+    """
     loop = asyncio.get_running_loop()
     extra: dict[str, str] = dict(headers) if headers else {}
     if config.subprotocols is not None:
         extra["Sec-WebSocket-Protocol"] = ", ".join(config.subprotocols)
     limit = _NO_LIMIT if config.max_size is None else config.max_size
-    try:
+
+    async def handshake() -> tuple[WSTransport, Any]:
         async with asyncio.timeout(config.open_timeout):
-            raw, listener = await ws_connect(
+            result: tuple[WSTransport, Any] = await ws_connect(
                 lambda: PicowsTransport(config, loop),
                 url,
                 ssl_context=ssl,
                 websocket_handshake_timeout=config.open_timeout,
                 enable_auto_ping=False,
+                # picows sends 1009 for a frame over the limit but may still deliver it: the listener checks too.
                 max_frame_size=limit,
                 extra_headers=extra or None,
             )
+            return result
+
+    connecting = asyncio.ensure_future(handshake())
+    try:
+        raw, listener = await asyncio.shield(connecting)
+    except asyncio.CancelledError:
+        connecting.add_done_callback(_drop_late)
+        raise
     except WSInvalidURL as exc:
         raise InvalidURI(url, str(exc)) from exc
     except WSHandshakeError as exc:
         raise _handshake_error(exc) from exc
-    assert isinstance(listener, PicowsTransport)
+    if not isinstance(listener, PicowsTransport):
+        # The server hung up before its response was complete.
+        raw.disconnect(graceful=False)
+        raise InvalidMessage("connection closed during the opening handshake")
     chosen = listener.subprotocol
     if chosen is not None and (config.subprotocols is None or chosen not in config.subprotocols):
         raw.disconnect(graceful=False)
