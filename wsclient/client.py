@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import ssl as ssl_module
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
@@ -26,6 +25,7 @@ from .config import (
     Overflow,
     UrlSource,
     check_timeout,
+    is_async_callable,
 )
 from .errors import BufferFull, ClientClosed, RequestTimeout, WsClientError, fresh_error
 from .events import Cause, State, check_transition
@@ -33,7 +33,7 @@ from .heartbeat import Heartbeat
 from .logs import describe_error, get_logger, redact_url
 from .policy import ErrorClassifier
 from .replies import ReplyKey, Request, Requests
-from .session import Session, count_write, to_payload
+from .session import Handler, Session, count_write, to_payload
 from .stats import Stats
 from .supervisor import Supervisor
 
@@ -407,28 +407,23 @@ class Client(Generic[M]):
         quiet_until = 0.0
         reported = 0
 
-        async def deliver(message: Data) -> None:
+        def failed(exc: Exception) -> None:
+            # A handler failing on every message must not log a traceback per message.
             nonlocal quiet_until, reported
-            try:
-                result = handler(message)
-                if result is not None and inspect.isawaitable(result):
-                    await result
-            except Exception as exc:
-                # A handler failing on every message must not log a traceback per message.
-                stats.handler_errors += 1
-                now = time.monotonic()
-                if now >= quiet_until:
-                    first = reported == 0
-                    log.error(
-                        "on_message_failed",
-                        errors=stats.handler_errors - reported,
-                        error=describe_error(exc),
-                        exc_info=exc if first else None,
-                    )
-                    reported = stats.handler_errors
-                    quiet_until = now + HANDLER_ERROR_LOG_INTERVAL
+            stats.handler_errors += 1
+            now = time.monotonic()
+            if now >= quiet_until:
+                first = reported == 0
+                log.error(
+                    "on_message_failed",
+                    errors=stats.handler_errors - reported,
+                    error=describe_error(exc),
+                    exc_info=exc if first else None,
+                )
+                reported = stats.handler_errors
+                quiet_until = now + HANDLER_ERROR_LOG_INTERVAL
 
-        return deliver
+        return Handler(handler, failed, direct=not is_async_callable(handler))
 
     async def recv(self) -> M:
         """The next message, across reconnects.

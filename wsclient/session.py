@@ -10,6 +10,7 @@ into a :class:`SessionEnd`, once.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import sys
 from collections.abc import Awaitable, Callable, Hashable
@@ -28,7 +29,7 @@ from .replies import Request, Requests
 from .stats import Stats
 from .transports import Transport
 
-__all__ = ["Session", "count_write", "end_from_close", "to_payload"]
+__all__ = ["Handler", "Session", "count_write", "end_from_close", "to_payload"]
 
 ABNORMAL_CLOSURE = 1006
 INVALID_DATA = 1007
@@ -81,6 +82,46 @@ def end_from_close(exc: ConnectionClosed, cause: Cause | None, duration: float) 
     if cause is None:
         cause = Cause.CONNECTION_LOST if closed_by is ClosedBy.NOBODY else Cause.CLOSED
     return SessionEnd(code, reason, closed_by, cause, duration)
+
+
+class Handler:
+    """The application's ``on_message``, with its failures counted and logged instead of raised.
+
+    ``direct`` says the handler is a plain function: a transport that pushes
+    messages from its frame callback may then call it there, with no task,
+    queue or coroutine in between, as long as nothing waits before it.
+    """
+
+    __slots__ = ("direct", "failed", "handler")
+
+    def __init__(self, handler: Callable[[Any], object], failed: Callable[[Exception], None], *, direct: bool) -> None:
+        self.handler = handler
+        self.failed = failed
+        self.direct = direct
+
+    async def __call__(self, message: Any) -> None:
+        try:
+            result = self.handler(message)
+            if result is not None and inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            self.failed(exc)
+
+    async def finish(self, result: Awaitable[Any]) -> None:
+        """Await what the handler, called from a frame callback, returned."""
+        try:
+            await result
+        except Exception as exc:
+            self.failed(exc)
+
+
+class _Pending:
+    """In the handler's queue: what a handler called from the frame callback returned, awaited in turn."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result: Awaitable[Any]) -> None:
+        self.result = result
 
 
 class Session:
@@ -493,46 +534,84 @@ class Session:
     async def _pump(self, deliver: Deliver) -> None:
         """Receive from a transport that pushes each message from its frame callback.
 
-        Into the inbox, a message goes straight from the callback; ``on_message``
-        runs here, in order, from a buffer of ``inbox_size`` messages that
-        pauses reading while full, as the inbox does.
+        Into the inbox, a message goes straight from the callback. A plain
+        ``on_message`` function is called there too while nothing waits before
+        it; otherwise messages wait, in order, in a queue of ``inbox_size``
+        that pauses reading while full, and an ``async`` handler runs here.
         """
         transport, stats, requests = self.transport, self._stats, self._requests
-        inbox = deliver if isinstance(deliver, Inbox) else Inbox[Data](self._config.inbox_size)
-        sink: Callable[[Data], bool] = inbox.offer
-        counted: Stats | None = stats
-        if requests is not None:
-            pending, resolve, offer = requests.pending, requests.resolve, inbox.offer
+        queue: Inbox[Any] = deliver if isinstance(deliver, Inbox) else Inbox(self._config.inbox_size)
+        # True from the moment a message waits in the queue until the loop below found it empty again.
+        busy = [False]
+        take: Callable[[Data], bool] = queue.offer
+        if isinstance(deliver, Handler) and deliver.direct:
+            offer, handler, failed = queue.offer, deliver.handler, deliver.failed
 
-            def resolving_sink(message: Data) -> bool:
+            def take(message: Data) -> bool:
+                if busy[0]:
+                    return offer(message)  # the handler is still at an earlier message: keep the order
+                try:
+                    result = handler(message)
+                except Exception as exc:
+                    failed(exc)
+                    return True
+                if result is not None and inspect.isawaitable(result):
+                    busy[0] = True
+                    offer(_Pending(result))
+                return True
+
+        counted: Stats | None = stats
+        sink = take
+        if requests is not None:
+            pending, resolve = requests.pending, requests.resolve
+
+            def sink(message: Data) -> bool:
                 if pending and resolve(message, self):
                     return True
                 stats.messages_in += 1
-                return offer(message)
+                return take(message)
 
-            sink, counted = resolving_sink, None
+            counted = None
         if isinstance(deliver, Inbox):
-            await transport.pump(sink, inbox.put, counted)
+            await transport.pump(sink, queue.put, counted)
             return
         assert self._tg is not None
-        pumping = self._tg.create_task(self._pump_into(inbox, sink, counted), name=f"wsclient-pump-{self.id}")
+        put = queue.put
+
+        async def hold(message: Data) -> None:
+            busy[0] = True
+            await put(message)
+
+        pumping = self._tg.create_task(self._pump_into(queue, sink, hold, counted), name=f"wsclient-pump-{self.id}")
         try:
             while True:
-                message = inbox.poll()
-                if message is None:
+                item = queue.poll()
+                if item is None:
+                    busy[0] = False
                     try:
-                        message = await inbox.get()
+                        item = await queue.get()
                     except ConnectionClosed:
                         return
-                await deliver(message)
+                busy[0] = True
+                if type(item) is _Pending:
+                    assert isinstance(deliver, Handler)
+                    await deliver.finish(item.result)
+                else:
+                    await deliver(item)
         finally:
             pumping.cancel()
 
-    async def _pump_into(self, inbox: Inbox[Data], sink: Callable[[Data], bool], counted: Stats | None) -> None:
+    async def _pump_into(
+        self,
+        queue: Inbox[Any],
+        sink: Callable[[Data], bool],
+        put: Callable[[Data], Awaitable[None]],
+        counted: Stats | None,
+    ) -> None:
         try:
-            await self.transport.pump(sink, inbox.put, counted)
+            await self.transport.pump(sink, put, counted)
         finally:
-            inbox.close(ConnectionClosed(None, None))
+            queue.close(ConnectionClosed(None, None))
 
     def end_now(self) -> SessionEnd:
         """How the session ended, from what is known at once (it is being cancelled; nothing is awaited)."""

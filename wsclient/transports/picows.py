@@ -16,6 +16,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from picows import (
@@ -57,6 +58,19 @@ _NOT_UTF8 = ("binary message is not UTF-8 text", "invalid UTF-8 in a text messag
 _now = time.monotonic
 
 
+class _Deferred:
+    """What the connection must do once the session reads this far: the session is not running yet.
+
+    Before the session starts, a close frame or a bad message waits in line
+    behind the messages that came first, as it would behind a reader of websockets.
+    """
+
+    __slots__ = ("action",)
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self.action = action
+
+
 class PicowsTransport(WSListener):
     """A :class:`wsclient.transports.Transport` over picows; it is also picows' listener of the connection."""
 
@@ -81,15 +95,17 @@ class PicowsTransport(WSListener):
         self._parts: list[bytes] = []
         self._parts_size = 0
         self._parts_type: WSMsgType | None = None
+        # Neither reassembling a message nor failing: the per-frame fast path applies.
+        self._plain = True
         self._pongs: deque[tuple[asyncio.Future[float], float]] = deque()
         # Until the session starts pumping, messages wait here for recv() (on_connect).
-        self._early: Inbox[Data] | None = Inbox(2**62)
+        self._early: Inbox[Any] | None = Inbox(2**62)
         self._sink: Sink = self._early.offer
         self._stats: Stats | None = None
         self._backlog: deque[Data] = deque()
         self._wake: asyncio.Future[None] | None = None
         self._disconnected = False
-        self.recv: Callable[[], Awaitable[Data]] = self._early.get
+        self.recv: Callable[[], Awaitable[Data]] = self._recv_early
         self.send: Callable[..., Awaitable[None]] = self._send_message
 
     # The Transport interface.
@@ -179,11 +195,24 @@ class PicowsTransport(WSListener):
             and 0 < backlog <= self.write_backlog()
         )
 
+    async def _recv_early(self) -> Data:
+        """The next message before the session pumps (``recv()`` in ``on_connect``), acting on what was deferred."""
+        early = self._early
+        assert early is not None
+        while True:
+            item = await early.get()
+            if type(item) is not _Deferred:
+                return item  # type: ignore[no-any-return]
+            item.action()
+
     async def pump(self, sink: Sink, put: Callable[[Data], Awaitable[None]], stats: Stats | None) -> None:
         """Hand every message to ``sink`` from the frame callback; while it is full, pause reading and ``put``."""
         early, self._early = self._early, None
         if early is not None:
             while (message := early.poll()) is not None:
+                if type(message) is _Deferred:
+                    message.action()
+                    continue
                 if stats is not None:
                     stats.messages_in += 1
                 if not sink(message):
@@ -214,18 +243,16 @@ class PicowsTransport(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         """One call per frame: a whole message of one frame goes to the sink without another Python frame."""
         self.last_rx = _now()
-        if frame.fin and frame.payload_size <= self._limit and self._parts_type is None and self._failed is None:
+        if frame.fin and self._plain and frame.payload_size <= self._limit:
             kind = frame.msg_type
-            if kind is _BINARY and not self._text:
-                message: Data = frame.get_payload_as_bytes()
-            elif kind is _TEXT or kind is _BINARY:
+            if kind is _TEXT or (kind is _BINARY and self._text):
                 try:
-                    message = frame.get_payload_as_utf8_text()
+                    message: Data = frame.get_payload_as_utf8_text()
                 except UnicodeDecodeError:
-                    self._fail(
-                        1007, "invalid UTF-8 in a text message" if kind is _TEXT else "binary message is not UTF-8 text"
-                    )
+                    self._fail(1007, _NOT_UTF8[kind is _TEXT])
                     return
+            elif kind is _BINARY:
+                message = frame.get_payload_as_bytes()
             else:
                 self._control(frame)
                 return
@@ -276,15 +303,11 @@ class PicowsTransport(WSListener):
     def _control(self, frame: WSFrame) -> None:
         kind = frame.msg_type
         if kind is _CLOSE:
-            self._open = False
-            assert self.raw is not None
-            if not self.raw.is_close_frame_sent:
-                # Answer with the code received, as RFC 6455 section 5.5.1 asks, then let the server close TCP.
-                code = frame.get_close_code()
-                self.raw.send_close(code if code is not WSCloseCode.NO_INFO else WSCloseCode.OK)
-                self._close_timer = self.loop.call_later(self._close_timeout, self.raw.disconnect, False)
+            code = frame.get_close_code()
+            if self._early is not None:
+                self._early.offer(_Deferred(partial(self._answer_close, code)))
             else:
-                self.raw.disconnect()
+                self._answer_close(code)
         elif kind is _PONG:
             if self._pongs:
                 pong, sent_at = self._pongs.popleft()
@@ -310,6 +333,7 @@ class PicowsTransport(WSListener):
             return
         else:
             self._parts_type = kind
+            self._plain = False
         self._parts_size += frame.payload_size
         if self._parts_size > self._limit:
             self._fail(1009, f"message over max_size ({self._limit} bytes)")
@@ -319,6 +343,7 @@ class PicowsTransport(WSListener):
             return
         data = b"".join(self._parts)
         kind, self._parts_type, self._parts, self._parts_size = self._parts_type, None, [], 0
+        self._plain = True
         message: Data = data
         if kind is _TEXT or self._text:
             try:
@@ -333,11 +358,26 @@ class PicowsTransport(WSListener):
         if self._backlog or not self._sink(message):
             self._hold(message)
 
+    def _answer_close(self, code: WSCloseCode) -> None:
+        self._open = False
+        assert self.raw is not None
+        if not self.raw.is_close_frame_sent:
+            # Answer with the code received, as RFC 6455 section 5.5.1 asks, then let the server close TCP.
+            self.raw.send_close(code if code is not WSCloseCode.NO_INFO else WSCloseCode.OK)
+            if self._close_timer is None:
+                self._close_timer = self.loop.call_later(self._close_timeout, self.raw.disconnect, False)
+        else:
+            self.raw.disconnect()
+
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection from this side: send the close frame, deliver nothing more, wait for the answer."""
         self._failed = Close(code, reason)
+        self._plain = False
         self._parts, self._parts_size, self._parts_type = [], 0, None
-        self._send_close(code, reason)
+        if self._early is not None:
+            self._early.offer(_Deferred(partial(self._send_close, code, reason)))
+        else:
+            self._send_close(code, reason)
 
     def _send_close(self, code: int, reason: str) -> None:
         self._open = False
