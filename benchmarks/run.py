@@ -798,11 +798,17 @@ def rss():
         return int(f.read().split()[1]) * 4096
 
 async def main(kind, url, n, seconds):
+    if kind == "wsclient on picows":
+        import wsclient.transports.picows  # the module's own memory is not a connection's
     gc.collect(); before = rss()
     if kind == "websockets":
         conns = [await connect(url, ping_interval=5, ping_timeout=5) for _ in range(n)]
     else:
-        conns = [wsclient.Client(url, heartbeat=wsclient.Heartbeat(interval=5, timeout=5)) for _ in range(n)]
+        transport = "picows" if kind == "wsclient on picows" else "websockets"
+        conns = [
+            wsclient.Client(url, heartbeat=wsclient.Heartbeat(interval=5, timeout=5), transport=transport)
+            for _ in range(n)
+        ]
         for c in conns:
             await c.__aenter__()
     gc.collect(); after = rss()
@@ -821,7 +827,9 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
 async def idle_connections(settings: Settings) -> list[Row]:
     rows = []
     async with server_process("echo") as (port, _):
-        for index, kind in enumerate(("websockets", "wsclient")):
+        for index, kind in enumerate(("websockets", "wsclient", "wsclient on picows")):
+            if kind == "wsclient on picows" and importlib.util.find_spec("picows") is None:
+                continue
             scenario = f"{settings.idle_clients} idle connections"
             rss = cost(scenario, kind, "RSS per connection", "KiB", reference=index == 0)
             cpu = cost(scenario, kind, "CPU per minute (all)", "s", reference=index == 0)
