@@ -462,16 +462,30 @@ class Client(Generic[M]):
         A ``str`` that is not valid Unicode raises ``UnicodeEncodeError`` and
         changes nothing.
         """
-        payload, text = to_payload(message)
+        payload, text = (message.encode(), True) if type(message) is str else to_payload(message)
         if ttl is not None:
             check_timeout("ttl", ttl)
         if self._closing or self._finished:
             raise ClientClosed("cannot send: client is closed")
         session = self._supervisor.session
-        # The hot path: one property read before websockets' own send().
-        if session is not None and session.ready and not self._outbox.queue and session.transport.is_open:
-            await self._write(session, payload, text)
-            return
+        # The hot path: what _write() does, inline, with one read of is_open before the transport's own send().
+        if session is not None and session.ready and not self._outbox.queue:
+            transport = session.transport
+            if transport.is_open:
+                written = False
+                try:
+                    await transport.send(payload, text=text)
+                    # websockets returns normally when the connection is aborted while a send waits to drain.
+                    written = transport.is_open
+                except ConnectionClosed:
+                    pass
+                finally:
+                    if written:
+                        self.stats.messages_out += 1
+                    else:
+                        count_write(self.stats, written)
+                        self._log.warning("send_interrupted", session_id=session.id)
+                return
         await self._buffer(message, payload, text, ttl, None)
 
     async def _buffer(

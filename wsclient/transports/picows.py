@@ -88,7 +88,8 @@ class PicowsTransport(WSListener):
         self._write_paused = False
         self._drained: asyncio.Future[None] | None = None
         self._reading_paused = False
-        self._open = True
+        self.is_open = True
+        """Whether the connection is open: neither closing nor closed (an attribute: the send path reads it twice)."""
         self._failed: Close | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         # Fragments of the message being reassembled, and its type (None between messages).
@@ -121,13 +122,9 @@ class PicowsTransport(WSListener):
         assert self.raw is not None
         return Headers(list(self.raw.response.headers.items()))
 
-    @property
-    def is_open(self) -> bool:
-        return self._open
-
     async def _send_message(self, payload: bytes | bytearray | memoryview | str, text: bool = False) -> None:
         """Write one message; wait while picows' write buffer is over its high-water mark."""
-        if not self._open:
+        if not self.is_open:
             raise self.end_record()
         assert self.raw is not None
         if isinstance(payload, str):
@@ -142,7 +139,7 @@ class PicowsTransport(WSListener):
         await asyncio.shield(self._drained)
 
     async def ping(self) -> Awaitable[float]:
-        if not self._open:
+        if not self.is_open:
             raise self.end_record()
         assert self.raw is not None
         pong: asyncio.Future[float] = self.loop.create_future()
@@ -264,7 +261,7 @@ class PicowsTransport(WSListener):
         self._fragment(frame)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
-        self._open = False
+        self.is_open = False
         self._disconnected = True
         if self._close_timer is not None:
             self._close_timer.cancel()
@@ -359,7 +356,7 @@ class PicowsTransport(WSListener):
             self._hold(message)
 
     def _answer_close(self, code: WSCloseCode) -> None:
-        self._open = False
+        self.is_open = False
         assert self.raw is not None
         if not self.raw.is_close_frame_sent:
             # Answer with the code received, as RFC 6455 section 5.5.1 asks, then let the server close TCP.
@@ -380,7 +377,7 @@ class PicowsTransport(WSListener):
             self._send_close(code, reason)
 
     def _send_close(self, code: int, reason: str) -> None:
-        self._open = False
+        self.is_open = False
         raw = self.raw
         if raw is None or raw.is_close_frame_sent or raw.is_disconnected:
             return
