@@ -300,7 +300,7 @@ async def send_wsclient(url: str, payload: str, count: int) -> None:
 
 async def send_picows(url: str, payload: str, count: int) -> None:
     """Raw picows, waiting while its write buffer is over the high-water mark as a correct sender must."""
-    from picows import WSListener, WSMsgType, ws_connect
+    from picows import WSCloseCode, WSListener, WSMsgType, ws_connect
 
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
@@ -327,7 +327,7 @@ async def send_picows(url: str, payload: str, count: int) -> None:
         if listener.drained is not None:
             await listener.drained
     await done
-    transport.send_close()
+    transport.send_close(WSCloseCode.OK)
     transport.disconnect()
     await transport.wait_disconnected()
 
@@ -393,7 +393,7 @@ async def echo_wsclient(url: str, count: int) -> list[float]:
 
 async def echo_picows(url: str, count: int) -> list[float]:
     """Raw picows: each reply resolves a future from the frame callback, read as text."""
-    from picows import WSListener, WSMsgType, ws_connect
+    from picows import WSCloseCode, WSListener, WSMsgType, ws_connect
 
     loop = asyncio.get_running_loop()
 
@@ -412,7 +412,7 @@ async def echo_picows(url: str, count: int) -> list[float]:
         transport.send(WSMsgType.TEXT, b"ping")
         await listener.reply
         times.append(time.perf_counter() - started)
-    transport.send_close()
+    transport.send_close(WSCloseCode.OK)
     transport.disconnect()
     await transport.wait_disconnected()
     return times
@@ -788,7 +788,7 @@ async def reconnect_storm(settings: Settings) -> list[Row]:
 
 
 IDLE_SCRIPT = """
-import asyncio, gc, json, logging, resource, sys, time
+import asyncio, gc, importlib, json, logging, resource, sys, time
 import structlog
 import wsclient
 from websockets.asyncio.client import connect
@@ -799,7 +799,7 @@ def rss():
 
 async def main(kind, url, n, seconds):
     if kind == "wsclient on picows":
-        import wsclient.transports.picows  # the module's own memory is not a connection's
+        importlib.import_module("wsclient.transports.picows")  # the module's own memory is not a connection's
     gc.collect(); before = rss()
     if kind == "websockets":
         conns = [await connect(url, ping_interval=5, ping_timeout=5) for _ in range(n)]
