@@ -431,6 +431,9 @@ async def connect_picows(
                 # picows sends 1009 for a frame over the limit but may still deliver it: the listener checks too.
                 max_frame_size=limit,
                 extra_headers=extra or None,
+                # picows keeps its read buffer for the connection's life and doubles it as messages need:
+                # 2 KiB instead of 16 KiB saves 14 KiB per idle connection, at no measured cost in throughput.
+                read_buffer_init_size=2048,
             )
             return result
 
