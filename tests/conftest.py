@@ -22,7 +22,12 @@ from wsclient.testing import FlakyServer
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("wsclient soak")
-    group.addoption("--soak-seconds", type=float, default=45.0, help="how long the chaos soak runs (default 45)")
+    group.addoption(
+        "--soak-seconds",
+        type=float,
+        default=45.0,
+        help="how long the chaos soak runs, shared by the two transports (default 45)",
+    )
     group.addoption(
         "--soak-seed",
         type=int,

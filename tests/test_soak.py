@@ -794,8 +794,9 @@ def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
-async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) -> None:
-    seconds: float = request.config.getoption("--soak-seconds")
+async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str], transport: str) -> None:
+    # --soak-seconds is the soak's whole time, shared by the two transports: the suite takes no longer.
+    seconds: float = request.config.getoption("--soak-seconds") / 2
     seed: int | None = request.config.getoption("--soak-seed")
     if seed is None:
         seed = random.SystemRandom().randrange(2**32)
@@ -939,7 +940,7 @@ async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.Capture
         print(f"\n{summary}")
         for failure in closes.violations + writers.violations + ledger.violations:
             print(f"  {failure}")
-    request.config.pluginmanager.register(SummaryAtTheEnd(summary), "wsclient-soak-summary")
+    request.config.pluginmanager.register(SummaryAtTheEnd(summary), f"wsclient-soak-summary-{transport}")
 
     assert faults >= 300 * scale, summary
     assert len(schedule.fired) == len(schedule.kinds), f"every kind of fault fired: {summary}"
