@@ -151,13 +151,16 @@ async def recv_aiohttp(url: str) -> int:
 
 
 async def recv_picows(url: str) -> int:
+    """Raw picows, reading every payload as any real consumer must (a frame's data lives only in the callback)."""
     from picows import WSListener, WSMsgType, ws_connect
 
     class CountingListener(WSListener):  # type: ignore[misc]
         count = 0
+        last: str = ""
 
         def on_ws_frame(self, transport: Any, frame: Any) -> None:
             if frame.msg_type == WSMsgType.TEXT:
+                self.last = frame.get_payload_as_utf8_text()
                 self.count += 1
             elif frame.msg_type == WSMsgType.CLOSE:
                 transport.send_close(frame.get_close_code())
@@ -166,6 +169,26 @@ async def recv_picows(url: str) -> int:
     transport, listener = await ws_connect(CountingListener, url, max_frame_size=1 << 30)
     await transport.wait_disconnected()
     return int(listener.count)
+
+
+async def recv_wsclient_picows(url: str) -> int:
+    count = 0
+    async with wsclient.Client(url, transport="picows", max_size=None) as client:
+        async for _ in client:
+            count += 1
+    return count
+
+
+async def recv_wsclient_picows_handler(url: str) -> int:
+    count = 0
+
+    def on_message(_: wsclient.Data) -> None:
+        nonlocal count
+        count += 1
+
+    async with wsclient.Client(url, transport="picows", max_size=None, on_message=on_message) as client:
+        await client.wait_closed()
+    return count
 
 
 async def recv_websocket_client(url: str) -> int:
@@ -223,7 +246,9 @@ RECEIVERS: list[tuple[str, Callable[[str], Awaitable[int]], str | None]] = [
     ("wsclient `async for`", recv_wsclient, None),
     ("wsclient `on_message`", recv_wsclient_handler, None),
     ("aiohttp", recv_aiohttp, "aiohttp"),
-    ("picows", recv_picows, "picows"),
+    ("picows (reads each payload)", recv_picows, "picows"),
+    ("wsclient on picows `async for`", recv_wsclient_picows, "picows"),
+    ("wsclient on picows `on_message`", recv_wsclient_picows_handler, "picows"),
     ("websocket-client (thread, no UTF-8 check)", recv_websocket_client, "websocket"),
     ("websockets sync `for` (thread)", recv_websockets_sync, None),
     ("wsclient.sync `for` (thread)", recv_wsclient_sync, None),
@@ -273,6 +298,55 @@ async def send_wsclient(url: str, payload: str, count: int) -> None:
         assert await client.recv() == "done"
 
 
+async def send_picows(url: str, payload: str, count: int) -> None:
+    """Raw picows, waiting while its write buffer is over the high-water mark as a correct sender must."""
+    from picows import WSCloseCode, WSListener, WSMsgType, ws_connect
+
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    class Sender(WSListener):  # type: ignore[misc]
+        drained: asyncio.Future[None] | None = None
+
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            if frame.msg_type == WSMsgType.TEXT and not done.done():
+                done.set_result(None)
+
+        def pause_writing(self) -> None:
+            self.drained = loop.create_future()
+
+        def resume_writing(self) -> None:
+            if self.drained is not None:
+                self.drained.set_result(None)
+                self.drained = None
+
+    transport, listener = await ws_connect(Sender, url)
+    data = payload.encode()
+    for _ in range(count):
+        transport.send(WSMsgType.TEXT, data)
+        if listener.drained is not None:
+            await listener.drained
+    await done
+    transport.send_close(WSCloseCode.OK)
+    transport.disconnect()
+    await transport.wait_disconnected()
+
+
+async def send_wsclient_picows(url: str, payload: str, count: int) -> None:
+    async with wsclient.Client(url, transport="picows") as client:
+        for _ in range(count):
+            await client.send(payload)
+        assert await client.recv() == "done"
+
+
+SENDERS: list[tuple[str, Callable[[str, str, int], Awaitable[None]], str | None]] = [
+    ("websockets `send`", send_websockets, None),
+    ("wsclient `send`", send_wsclient, None),
+    ("picows `send`", send_picows, "picows"),
+    ("wsclient on picows `send`", send_wsclient_picows, "picows"),
+]
+
+
 async def send_throughput(settings: Settings) -> list[Row]:
     rows = []
     async with server_process("sink") as (port, _):
@@ -280,13 +354,14 @@ async def send_throughput(settings: Settings) -> list[Row]:
             payload = "x" * size
             frame_bytes = len(Frame(Opcode.TEXT, payload.encode()).serialize(mask=True))
             url = f"ws://127.0.0.1:{port}/{frame_bytes}/{settings.messages}"
+            senders = [s for s in SENDERS if s[2] is None or importlib.util.find_spec(s[2]) is not None]
             pair = [
-                Row(f"send {size} B", "websockets `send`", "messages/s", "msg/s", reference=True),
-                Row(f"send {size} B", "wsclient `send`", "messages/s", "msg/s"),
+                Row(f"send {size} B", name, "messages/s", "msg/s", reference=index == 0)
+                for index, (name, _, _) in enumerate(senders)
             ]
             rows += pair
             for _ in range(settings.repeats):
-                for row, send in zip(pair, (send_websockets, send_wsclient), strict=True):
+                for row, send in zip(pair, [s[1] for s in senders], strict=True):
                     gc.collect()
                     started = time.perf_counter()
                     await send(url, payload, settings.messages)
@@ -308,6 +383,44 @@ async def echo_websockets(url: str, count: int) -> list[float]:
 async def echo_wsclient(url: str, count: int) -> list[float]:
     times = []
     async with wsclient.Client(url, compression=None) as client:
+        for _ in range(count):
+            started = time.perf_counter()
+            await client.send("ping")
+            await client.recv()
+            times.append(time.perf_counter() - started)
+    return times
+
+
+async def echo_picows(url: str, count: int) -> list[float]:
+    """Raw picows: each reply resolves a future from the frame callback, read as text."""
+    from picows import WSCloseCode, WSListener, WSMsgType, ws_connect
+
+    loop = asyncio.get_running_loop()
+
+    class Echo(WSListener):  # type: ignore[misc]
+        reply: asyncio.Future[str] | None = None
+
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            if frame.msg_type == WSMsgType.TEXT and self.reply is not None:
+                self.reply.set_result(frame.get_payload_as_utf8_text())
+
+    transport, listener = await ws_connect(Echo, url)
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        listener.reply = loop.create_future()
+        transport.send(WSMsgType.TEXT, b"ping")
+        await listener.reply
+        times.append(time.perf_counter() - started)
+    transport.send_close(WSCloseCode.OK)
+    transport.disconnect()
+    await transport.wait_disconnected()
+    return times
+
+
+async def echo_wsclient_picows(url: str, count: int) -> list[float]:
+    times = []
+    async with wsclient.Client(url, transport="picows") as client:
         for _ in range(count):
             started = time.perf_counter()
             await client.send("ping")
@@ -368,6 +481,8 @@ def in_thread(echo: Callable[[str, int], list[float]]) -> Callable[[str, int], A
 ECHOERS: list[tuple[str, Callable[[str, int], Awaitable[list[float]]], str | None]] = [
     ("websockets", echo_websockets, None),
     ("wsclient", echo_wsclient, None),
+    ("picows", echo_picows, "picows"),
+    ("wsclient on picows", echo_wsclient_picows, "picows"),
     ("websocket-client (thread, no UTF-8 check)", in_thread(echo_websocket_client_blocking), "websocket"),
     ("websockets sync (thread)", in_thread(echo_websockets_sync_blocking), None),
     ("wsclient.sync (thread)", in_thread(echo_wsclient_sync_blocking), None),
@@ -673,7 +788,7 @@ async def reconnect_storm(settings: Settings) -> list[Row]:
 
 
 IDLE_SCRIPT = """
-import asyncio, gc, json, logging, resource, sys, time
+import asyncio, gc, importlib, json, logging, resource, sys, time
 import structlog
 import wsclient
 from websockets.asyncio.client import connect
@@ -683,11 +798,17 @@ def rss():
         return int(f.read().split()[1]) * 4096
 
 async def main(kind, url, n, seconds):
+    if kind == "wsclient on picows":
+        importlib.import_module("wsclient.transports.picows")  # the module's own memory is not a connection's
     gc.collect(); before = rss()
     if kind == "websockets":
         conns = [await connect(url, ping_interval=5, ping_timeout=5) for _ in range(n)]
     else:
-        conns = [wsclient.Client(url, heartbeat=wsclient.Heartbeat(interval=5, timeout=5)) for _ in range(n)]
+        transport = "picows" if kind == "wsclient on picows" else "websockets"
+        conns = [
+            wsclient.Client(url, heartbeat=wsclient.Heartbeat(interval=5, timeout=5), transport=transport)
+            for _ in range(n)
+        ]
         for c in conns:
             await c.__aenter__()
     gc.collect(); after = rss()
@@ -706,7 +827,9 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
 async def idle_connections(settings: Settings) -> list[Row]:
     rows = []
     async with server_process("echo") as (port, _):
-        for index, kind in enumerate(("websockets", "wsclient")):
+        for index, kind in enumerate(("websockets", "wsclient", "wsclient on picows")):
+            if kind == "wsclient on picows" and importlib.util.find_spec("picows") is None:
+                continue
             scenario = f"{settings.idle_clients} idle connections"
             rss = cost(scenario, kind, "RSS per connection", "KiB", reference=index == 0)
             cpu = cost(scenario, kind, "CPU per minute (all)", "s", reference=index == 0)

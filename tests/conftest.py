@@ -16,18 +16,54 @@ from typing import Any
 import pytest
 from helpers import MS
 
+import wsclient
 from wsclient.testing import FlakyServer
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("wsclient soak")
-    group.addoption("--soak-seconds", type=float, default=45.0, help="how long the chaos soak runs (default 45)")
+    group.addoption(
+        "--soak-seconds",
+        type=float,
+        default=45.0,
+        help="how long the chaos soak runs, shared by the two transports (default 45)",
+    )
     group.addoption(
         "--soak-seed",
         type=int,
         default=None,
         help="seed of the soak's faults (default: a fresh one per run, printed at the start and in the summary)",
     )
+
+
+BOTH_TRANSPORTS = {"test_client_policy.py", "test_exit_paths.py", "test_soak.py", "test_transports.py"}
+"""Test files whose every test runs on each transport: the policy, the exit paths and the chaos soak."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "websockets_only(reason): the test is about the websockets transport by nature")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.path.name in BOTH_TRANSPORTS and "transport" in metafunc.fixturenames:
+        metafunc.parametrize("transport", ["websockets", "picows"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The transport of every ``Client`` the test makes: both in turn in ``BOTH_TRANSPORTS``, else websockets.
+
+    A test that is about websockets by nature marks itself ``websockets_only`` with the reason.
+    """
+    name: str = getattr(request, "param", "websockets")
+    if name != "websockets":
+        marker = request.node.get_closest_marker("websockets_only")
+        if marker is not None:
+            pytest.skip(f"websockets only: {marker.args[0]}")
+        defaults = wsclient.Client.__init__.__kwdefaults__
+        assert defaults is not None
+        monkeypatch.setitem(defaults, "transport", name)
+    return name
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -81,6 +81,14 @@ def expired(stats: wsclient.Stats) -> int:
     return int(getattr(stats, "expired", 0))
 
 
+def connection_closed(session: wsclient.Session) -> bool:
+    """Whether the session's connection is closed for good, on either transport."""
+    connection = session.connection
+    if hasattr(connection, "is_disconnected"):
+        return bool(connection.is_disconnected)
+    return bool(connection.state is ProtocolState.CLOSED)
+
+
 class Ledger:
     """The accounting invariant: every message handed to ``send()`` is in exactly one place.
 
@@ -492,12 +500,12 @@ class CancelledCloses:
                     lambda: (
                         client.state is wsclient.State.CLOSED
                         and supervisor.done()
-                        and all(s.connection.state is ProtocolState.CLOSED for s in sessions)
+                        and all(connection_closed(s) for s in sessions)
                     ),
                     timeout=CLEANUP_BOUND,
                 )
             except TimeoutError:
-                live = sum(s.connection.state is not ProtocolState.CLOSED for s in sessions)
+                live = sum(not connection_closed(s) for s in sessions)
                 self._violation(
                     f"{settings}: {CLEANUP_BOUND} s after close(): state {client.state.value}, "
                     f"supervisor {'done' if supervisor.done() else 'running'}, {live} socket(s) open"
@@ -520,7 +528,7 @@ class CancelledCloses:
             sender.cancel()
             supervisor.cancel()
             for session in sessions:
-                session.connection.transport.abort()
+                session.transport.abort()
             await asyncio.wait({sender, supervisor}, timeout=CLEANUP_BOUND)
             self.stream.side.pop(episode, None)
 
@@ -804,8 +812,9 @@ def unretained_logs() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("unretained_logs")
-async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) -> None:
-    seconds: float = request.config.getoption("--soak-seconds")
+async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str], transport: str) -> None:
+    # --soak-seconds is the soak's whole time, shared by the two transports: the suite takes no longer.
+    seconds: float = request.config.getoption("--soak-seconds") / 2
     seed: int | None = request.config.getoption("--soak-seed")
     if seed is None:
         seed = random.SystemRandom().randrange(2**32)
@@ -927,7 +936,7 @@ async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.Capture
     faults = sum(schedule.fired.values()) + app.on_connect_faults + stream.breakers_fired
     handler_errors = listening.stats.handler_errors
     summary = (
-        f"soak {seconds:.0f}s seed {seed}: faults {faults} ({dict(sorted(schedule.fired.items()))}, "
+        f"soak {transport} {seconds:.0f}s seed {seed}: faults {faults} ({dict(sorted(schedule.fired.items()))}, "
         f"on_connect {app.on_connect_faults}, mid-flush {stream.breakers_fired}); "
         f"reconnects {stats.reconnects}; recovery p50 {percentile(recoveries, 50) * 1000:.0f} ms "
         f"p99 {percentile(recoveries, 99) * 1000:.0f} ms; stream {app.received} messages, "
@@ -949,7 +958,7 @@ async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.Capture
         print(f"\n{summary}")
         for failure in closes.violations + writers.violations + ledger.violations:
             print(f"  {failure}")
-    request.config.pluginmanager.register(SummaryAtTheEnd(summary), "wsclient-soak-summary")
+    request.config.pluginmanager.register(SummaryAtTheEnd(summary), f"wsclient-soak-summary-{transport}")
 
     assert faults >= 300 * scale, summary
     assert len(schedule.fired) == len(schedule.kinds), f"every kind of fault fired: {summary}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import ssl as ssl_module
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
@@ -12,7 +11,6 @@ from typing import Any, Generic, Literal, TypedDict, Unpack, overload
 
 from typing_extensions import TypeVar
 from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State as ProtocolState
 
 from .backoff import Backoff
 from .buffers import Deliver, Envelope, Inbox, Outbox
@@ -27,6 +25,7 @@ from .config import (
     Overflow,
     UrlSource,
     check_timeout,
+    is_async_callable,
 )
 from .errors import BufferFull, ClientClosed, RequestTimeout, WsClientError, fresh_error
 from .events import Cause, State, check_transition
@@ -34,7 +33,7 @@ from .heartbeat import Heartbeat
 from .logs import describe_error, get_logger, redact_url
 from .policy import ErrorClassifier
 from .replies import ReplyKey, Request, Requests
-from .session import Session, count_write, to_payload
+from .session import Handler, Session, count_write, to_payload
 from .stats import Stats
 from .supervisor import Supervisor
 
@@ -43,8 +42,10 @@ HANDLER_ERROR_LOG_INTERVAL = 10.0
 
 __all__ = ["Client"]
 
+_DEFAULT_COMPRESSION: Any = object()
+"""``compression`` left out: ``"deflate"`` on websockets, ``None`` on picows."""
+
 _DATA_TYPES = (str, bytes, bytearray, memoryview)
-_OPEN = ProtocolState.OPEN
 
 M = TypeVar("M", str, Data, default=Data)
 """What the client delivers: ``str`` with ``text=True``, else ``str | bytes``."""
@@ -75,6 +76,7 @@ class Options(TypedDict, total=False):
     compression: str | None
     max_size: int | None
     max_queue: int
+    transport: Literal["websockets", "picows"]
 
 
 class Client(Generic[M]):
@@ -137,10 +139,14 @@ class Client(Generic[M]):
         headers: HeadersSource | None = None,
         subprotocols: Sequence[str] | None = None,
         ssl: ssl_module.SSLContext | None = None,
-        compression: str | None = "deflate",
+        compression: Any = _DEFAULT_COMPRESSION,
         max_size: int | None = 2**20,
         max_queue: int = 16,
+        transport: Literal["websockets", "picows"] = "websockets",
     ) -> None:
+        if compression is _DEFAULT_COMPRESSION:
+            # picows has no permessage-deflate: its default is no compression, and asking for it is an error.
+            compression = None if transport == "picows" else "deflate"
         self.config = ClientConfig(
             url=url,
             on_connect=on_connect,
@@ -167,6 +173,7 @@ class Client(Generic[M]):
             max_size=max_size,
             max_queue=max_queue,
             text=text,
+            transport=transport,
         )
         self.stats = Stats()
         self._state = State.IDLE
@@ -403,28 +410,23 @@ class Client(Generic[M]):
         quiet_until = 0.0
         reported = 0
 
-        async def deliver(message: Data) -> None:
+        def failed(exc: Exception) -> None:
+            # A handler failing on every message must not log a traceback per message.
             nonlocal quiet_until, reported
-            try:
-                result = handler(message)
-                if result is not None and inspect.isawaitable(result):
-                    await result
-            except Exception as exc:
-                # A handler failing on every message must not log a traceback per message.
-                stats.handler_errors += 1
-                now = time.monotonic()
-                if now >= quiet_until:
-                    first = reported == 0
-                    log.error(
-                        "on_message_failed",
-                        errors=stats.handler_errors - reported,
-                        error=describe_error(exc),
-                        exc_info=exc if first else None,
-                    )
-                    reported = stats.handler_errors
-                    quiet_until = now + HANDLER_ERROR_LOG_INTERVAL
+            stats.handler_errors += 1
+            now = time.monotonic()
+            if now >= quiet_until:
+                first = reported == 0
+                log.error(
+                    "on_message_failed",
+                    errors=stats.handler_errors - reported,
+                    error=describe_error(exc),
+                    exc_info=exc if first else None,
+                )
+                reported = stats.handler_errors
+                quiet_until = now + HANDLER_ERROR_LOG_INTERVAL
 
-        return deliver
+        return Handler(handler, failed, direct=not is_async_callable(handler))
 
     async def recv(self) -> M:
         """The next message, across reconnects.
@@ -463,16 +465,30 @@ class Client(Generic[M]):
         A ``str`` that is not valid Unicode raises ``UnicodeEncodeError`` and
         changes nothing.
         """
-        payload, text = to_payload(message)
+        payload, text = (message.encode(), True) if type(message) is str else to_payload(message)
         if ttl is not None:
             check_timeout("ttl", ttl)
         if self._closing or self._finished:
             raise ClientClosed("cannot send: client is closed")
         session = self._supervisor.session
-        # The hot path: one property read before websockets' own send().
-        if session is not None and session.ready and not self._outbox.queue and session.protocol.state is _OPEN:
-            await self._write(session, payload, text)
-            return
+        # The hot path: what _write() does, inline, with one read of is_open before the transport's own send().
+        if session is not None and session.ready and not self._outbox.queue:
+            transport = session.transport
+            if transport.is_open:
+                written = False
+                try:
+                    await transport.send(payload, text=text)
+                    # websockets returns normally when the connection is aborted while a send waits to drain.
+                    written = transport.is_open
+                except ConnectionClosed:
+                    pass
+                finally:
+                    if written:
+                        self.stats.messages_out += 1
+                    else:
+                        count_write(self.stats, written)
+                        self._log.warning("send_interrupted", session_id=session.id)
+                return
         await self._buffer(message, payload, text, ttl, None)
 
     async def _buffer(
@@ -509,7 +525,7 @@ class Client(Generic[M]):
                     session is not None
                     and session.ready
                     and not outbox.queue
-                    and session.protocol.state is _OPEN
+                    and session.transport.is_open
                     and (request is None or session.bind(request))
                 ):
                     await self._write(session, payload, text)
@@ -565,7 +581,7 @@ class Client(Generic[M]):
                     session is not None
                     and session.ready
                     and not self._outbox.queue
-                    and session.protocol.state is _OPEN
+                    and session.transport.is_open
                     and session.bind(request)
                 ):
                     await self._write(session, payload, text)
@@ -586,9 +602,9 @@ class Client(Generic[M]):
         """Write into the open session; the message counts as written or interrupted on every way out."""
         written = False
         try:
-            await session.connection.send(payload, text=text)
+            await session.transport.send(payload, text=text)
             # websockets returns normally when the connection is aborted while a send waits to drain.
-            written = session.protocol.state is _OPEN
+            written = session.transport.is_open
         except ConnectionClosed:
             pass
         finally:

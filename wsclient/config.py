@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -46,6 +47,7 @@ CloseActions: TypeAlias = Mapping[int, Action | ActionName] | Callable[[Any], "A
 
 _OVERFLOWS = ("error", "drop_oldest", "wait")
 _COMPRESSIONS = ("deflate", None)
+_TRANSPORTS = ("websockets", "picows")
 
 
 def check_url(url: object, name: str = "url") -> str:
@@ -128,6 +130,7 @@ class ClientConfig:
     max_size: int | None = 2**20
     max_queue: int = 16
     text: bool = False
+    transport: str = "websockets"
 
     def __post_init__(self) -> None:
         if self.ssl is not None and not isinstance(self.ssl, ssl_module.SSLContext):
@@ -162,6 +165,13 @@ class ClientConfig:
             raise ValueError(f"overflow must be one of {', '.join(_OVERFLOWS)}, got {self.overflow!r}")
         if self.compression not in _COMPRESSIONS:
             raise ValueError(f"compression must be 'deflate' or None, got {self.compression!r}")
+        if self.transport not in _TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(_TRANSPORTS)}, got {self.transport!r}")
+        if self.transport == "picows":
+            if self.compression is not None:
+                raise ValueError("compression='deflate' needs transport='websockets': picows has no permessage-deflate")
+            if importlib.util.find_spec("picows") is None:
+                raise ValueError("transport='picows' needs picows: pip install 'wsclient[fast]'")
         if not isinstance(self.text, bool):
             raise TypeError(f"text must be a bool, got {self.text!r}")
         if not isinstance(self.reconnect_on_normal_close, bool):

@@ -2,24 +2,22 @@
 
 A session owns one ``asyncio.TaskGroup``: the heartbeat, the idle watchdog,
 the sender and the consumer live and die with it, so no task of a previous
-connection survives a reconnect. This is also where errors of websockets are
-translated into a :class:`SessionEnd`, once.
+connection survives a reconnect. It talks to its connection only through a
+:class:`wsclient.transports.Transport`, and turns the transport's end record
+into a :class:`SessionEnd`, once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import sys
-from collections.abc import Awaitable, Callable, Hashable, Mapping
-from functools import partial
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State as ProtocolState
-from websockets.typing import Subprotocol
 
 from .buffers import Deliver, Envelope, Inbox, Outbox
 from .config import ClientConfig, Data, check_timeout
@@ -28,89 +26,14 @@ from .events import Cause, ClosedBy, SessionEnd
 from .heartbeat import HeartbeatTimer, IdleTimer, Watch
 from .replies import Request, Requests
 from .stats import Stats
+from .transports import Transport
 
-__all__ = ["Session", "count_write", "end_from_close", "open_connection", "to_payload", "wire_max_size"]
+__all__ = ["Handler", "Session", "count_write", "end_from_close", "to_payload"]
 
 ABNORMAL_CLOSURE = 1006
 INVALID_DATA = 1007
 MESSAGE_TOO_BIG = 1009
 _session_numbers = itertools.count(1)
-
-
-class TrackedConnection(ClientConnection):
-    """A websockets connection that also notes when bytes arrive and when writes drain.
-
-    It also enforces ``close_timeout`` after the server's close frame: websockets
-    sets that deadline but only a later ``send()`` or ``close()`` acts on it, so a
-    server that closes with 1000 and keeps TCP open would leave ``recv()`` waiting forever.
-    """
-
-    last_rx: float = 0.0
-    last_drain: float = 0.0
-    paused_at: float = 0.0
-    _close_timer: asyncio.TimerHandle | None = None
-
-    def data_received(self, data: bytes) -> None:
-        self.last_rx = self.loop.time()
-        super().data_received(data)
-        if self.close_deadline is not None and self._close_timer is None:
-            self._close_timer = self.loop.call_at(self.close_deadline, self.transport.abort)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-        super().connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self.paused_at = self.loop.time()
-        super().pause_writing()
-
-    def resume_writing(self) -> None:
-        self.last_drain = self.loop.time()
-        super().resume_writing()
-
-
-def wire_max_size(max_size: int | None, compression: str | None) -> int | None:
-    """The frame size limit given to websockets, which checks it on compressed frames too.
-
-    Deflate makes incompressible data a little larger (5 bytes per stored
-    block, at worst 4% with the smallest memory level), so a message under
-    ``max_size`` could fail as 1009 on the wire; the session checks the
-    decompressed message against ``max_size`` itself.
-    """
-    if max_size is None or compression is None:
-        return max_size
-    return max_size + max_size // 16 + 1024
-
-
-async def open_connection(
-    config: ClientConfig, url: str, headers: Mapping[str, str] | None, ssl: Any
-) -> TrackedConnection:
-    """Open the TCP connection and run the opening handshake within ``open_timeout``.
-
-    websockets' own keepalive is off: the session's heartbeat is the one
-    source of truth about liveness.
-    """
-    kwargs: dict[str, Any] = {}
-    if ssl is not None:
-        kwargs["ssl"] = ssl
-    connection = await connect(
-        url,
-        additional_headers=dict(headers) if headers else None,
-        subprotocols=[Subprotocol(p) for p in config.subprotocols] if config.subprotocols is not None else None,
-        compression=config.compression,
-        open_timeout=config.open_timeout,
-        ping_interval=None,
-        ping_timeout=None,
-        close_timeout=config.close_timeout,
-        max_size=wire_max_size(config.max_size, config.compression),
-        max_queue=config.max_queue,
-        create_connection=TrackedConnection,
-        **kwargs,
-    )
-    assert isinstance(connection, TrackedConnection)
-    connection.last_rx = connection.last_drain = connection.loop.time()
-    return connection
 
 
 def to_payload(message: object) -> tuple[bytes | bytearray | memoryview, bool]:
@@ -160,6 +83,46 @@ def end_from_close(exc: ConnectionClosed, cause: Cause | None, duration: float) 
     return SessionEnd(code, reason, closed_by, cause, duration)
 
 
+class Handler:
+    """The application's ``on_message``, with its failures counted and logged instead of raised.
+
+    ``direct`` says the handler is a plain function: a transport that pushes
+    messages from its frame callback may then call it there, with no task,
+    queue or coroutine in between, as long as nothing waits before it.
+    """
+
+    __slots__ = ("direct", "failed", "handler")
+
+    def __init__(self, handler: Callable[[Any], object], failed: Callable[[Exception], None], *, direct: bool) -> None:
+        self.handler = handler
+        self.failed = failed
+        self.direct = direct
+
+    async def __call__(self, message: Any) -> None:
+        try:
+            result = self.handler(message)
+            if result is not None and inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            self.failed(exc)
+
+    async def finish(self, result: Awaitable[Any]) -> None:
+        """Await what the handler, called from a frame callback, returned."""
+        try:
+            await result
+        except Exception as exc:
+            self.failed(exc)
+
+
+class _Pending:
+    """In the handler's queue: what a handler called from the frame callback returned, awaited in turn."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result: Awaitable[Any]) -> None:
+        self.result = result
+
+
 class Session:
     """One live connection, as ``on_connect`` sees it.
 
@@ -170,7 +133,7 @@ class Session:
 
     def __init__(
         self,
-        connection: TrackedConnection,
+        transport: Transport,
         config: ClientConfig,
         stats: Stats,
         log: Any,
@@ -178,18 +141,17 @@ class Session:
     ) -> None:
         self.number = next(_session_numbers)
         self.id = f"s{self.number}"
-        self._connection = connection
-        self.connection: ClientConnection = connection
-        """websockets' connection, for what wsclient does not wrap (``latency``, ``local_address``)."""
-        self.protocol = connection.protocol
-        """websockets' sans-I/O protocol: its ``state`` is the cheapest test of an open connection."""
-        # With text=True, binary frames are decoded as UTF-8 too: the application gets str only.
-        self._recv: Callable[[], Awaitable[Data]] = partial(connection.recv, True) if config.text else connection.recv
+        self.transport = transport
+        """The connection as the session sees it (see :mod:`wsclient.transports`)."""
+        self.connection: Any = transport.raw
+        """The library's own connection, for what wsclient does not wrap: websockets' ``ClientConnection``
+        (``latency``, ``local_address``) or picows' ``WSTransport``."""
+        self._recv: Callable[[], Awaitable[Data]] = transport.recv
         self._config = config
         self._stats = stats
         self._log = log
         self._cause: Cause | None = None
-        self.started = connection.loop.time()
+        self.started = transport.loop.time()
         """Loop time at which the connection opened."""
         self.ready = False
         """True once ``on_connect`` ran and the outbox was flushed: sends may go straight out."""
@@ -207,25 +169,26 @@ class Session:
         self._timers: list[HeartbeatTimer | IdleTimer] = []
 
     def __repr__(self) -> str:
-        return f"<Session {self.id} {self.connection.state.name}>"
+        transport = self.transport
+        state = "OPEN" if transport.is_open else "CLOSED" if transport.closing() else "CLOSING"
+        return f"<Session {self.id} {state}>"
 
     # What the application may use (in on_connect, or through client.session).
 
     @property
     def subprotocol(self) -> str | None:
         """The subprotocol the server chose, if any."""
-        return self.connection.subprotocol
+        return self.transport.subprotocol
 
     @property
     def response_headers(self) -> Headers:
         """The headers of the server's handshake response, looked up case-insensitively."""
-        response = self.connection.response
-        return Headers() if response is None else response.headers
+        return self.transport.response_headers
 
     @property
     def is_open(self) -> bool:
         """Whether the connection is open: neither closing nor closed."""
-        return self.connection.state is ProtocolState.OPEN
+        return self.transport.is_open
 
     async def send(self, message: Data) -> None:
         """Send on this connection now (no buffering); raises ``ConnectionClosed`` if it is gone.
@@ -236,12 +199,13 @@ class Session:
         valid Unicode raises ``UnicodeEncodeError`` before anything is written.
         """
         payload, text = to_payload(message)
+        send = self.transport.send
         if not self.is_open:
-            await self.connection.send(payload, text=text)  # raises ConnectionClosed: nothing is written
-            return
+            await send(payload, text=text)  # raises ConnectionClosed: nothing is written
+            raise self.transport.end_record()
         written = False
         try:
-            await self.connection.send(payload, text=text)
+            await send(payload, text=text)
             # Aborted while the send waited to drain: websockets returns without raising.
             written = self.is_open
         finally:
@@ -277,7 +241,7 @@ class Session:
                 self._read_during_hook()
                 written = False
                 try:
-                    await self.connection.send(payload, text=text)
+                    await self.transport.send(payload, text=text)
                     written = self.is_open
                 except ConnectionClosed:
                     pass
@@ -319,19 +283,20 @@ class Session:
         recv, requests = self._recv, self._requests
         assert requests is not None
         limit = self._config.max_size
-        compressed = limit is not None and bool(self.connection.protocol.extensions)
+        transport = self.transport
+        compressed = limit is not None and not transport.checks_message_size
         try:
             while True:
                 message = await recv()
                 if compressed and too_big(message, limit):  # type: ignore[arg-type]
-                    await self.connection.close(MESSAGE_TOO_BIG, f"message over max_size ({limit} bytes)")
+                    await transport.close(MESSAGE_TOO_BIG, f"message over max_size ({limit} bytes)")
                     continue
                 if requests.pending and requests.resolve(message, self):
                     continue
                 held.offer(message)
         except UnicodeDecodeError:
-            await self.connection.close(INVALID_DATA, "binary message is not UTF-8 text")
-            held.close(self.connection.protocol.close_exc)
+            await transport.close(INVALID_DATA, "binary message is not UTF-8 text")
+            held.close(transport.end_record())
         except ConnectionClosed as exc:
             self._interrupt_requests()
             held.close(exc)
@@ -340,32 +305,25 @@ class Session:
 
     @property
     def last_rx(self) -> float:
-        return self._connection.last_rx
+        return self.transport.last_rx
 
     @property
     def last_drain(self) -> float:
-        return self._connection.last_drain
+        return self.transport.last_drain
 
     def reading_paused(self) -> bool:
-        transport = self.connection.transport
-        return not transport.is_closing() and not transport.is_reading()
+        return self.transport.reading_paused()
 
     def write_backlog(self) -> int:
-        return self.connection.transport.get_write_buffer_size()
+        return self.transport.write_backlog()
 
     def write_stalled(self, since: float, backlog: int) -> bool:
-        connection = self._connection
-        return (
-            connection.paused
-            and connection.paused_at <= since
-            and connection.last_drain < since
-            and 0 < backlog <= connection.transport.get_write_buffer_size()
-        )
+        return self.transport.write_stalled(since, backlog)
 
     async def send_heartbeat(self, message: str | bytes | None) -> Awaitable[float] | None:
         if message is None:
-            return await self.connection.ping()
-        await self.connection.send(message)
+            return await self.transport.ping()
+        await self.transport.send(message, text=isinstance(message, str))
         return None
 
     # Lifecycle, driven by the supervisor.
@@ -374,18 +332,19 @@ class Session:
         """Drop the transport at once, without a close handshake (the peer may be dead)."""
         if self._cause is None:
             self._cause = cause
-        self.connection.transport.abort()
+        self.transport.abort()
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close with a handshake, bounded by ``close_timeout`` whatever the peer does."""
         if self._cause is None:
             self._cause = Cause.USER_CLOSE
+        transport = self.transport
         try:
             async with asyncio.timeout(self._config.close_timeout):
-                await self.connection.close(code, reason)
+                await transport.close(code, reason)
         except TimeoutError:
-            self.connection.transport.abort()
-        await self.connection.wait_closed()
+            transport.abort()
+        await transport.wait_closed()
 
     async def run(
         self,
@@ -424,8 +383,8 @@ class Session:
         finally:
             self.ready = False
             self._tg = None
-            if not self.connection.transport.is_closing():
-                self.connection.transport.abort()
+            if not self.transport.closing():
+                self.transport.abort()
             self._interrupt_requests()
         return end
 
@@ -464,7 +423,7 @@ class Session:
             async with bound:
                 await on_connect(self)
         except TimeoutError as exc:
-            if bound.expired() and self.connection.state is ProtocolState.OPEN:
+            if bound.expired() and self.transport.is_open:
                 raise TimeoutError(f"on_connect did not finish within open_timeout ({timeout}s)") from exc
             raise  # the hook's own timeout, as it raised it
 
@@ -492,12 +451,12 @@ class Session:
 
     def _verdict(self, cause: Cause) -> None:
         """A watcher found the peer dead or stalled: drop the connection, unless the session is ending anyway."""
-        if self._cause is not None or self.connection.state is not ProtocolState.OPEN:
+        if self._cause is not None or not self.transport.is_open:
             # Already closing (our close, the server's, or another watcher's verdict), and bounded by
             # close_timeout: a verdict now would be a false alarm and would misname why the session ended.
             return
         self._log.warning(
-            cause.value, session_id=self.id, silent_for=round(self.connection.loop.time() - self.last_rx, 3)
+            cause.value, session_id=self.id, silent_for=round(self.transport.loop.time() - self.last_rx, 3)
         )
         self.abort(cause)
 
@@ -508,10 +467,11 @@ class Session:
         interrupted when the connection breaks or the task is cancelled
         while the write drains (the frame is already in the transport then).
         """
-        connection, stats = self.connection, self._stats
+        transport, stats = self.transport, self._stats
+        send = transport.send
         while True:
             while len(outbox):
-                if connection.state is not ProtocolState.OPEN:
+                if not transport.is_open:
                     return
                 item = outbox.pop()
                 if item is None:
@@ -524,9 +484,9 @@ class Session:
                 payload, text = to_payload(item)
                 written = False
                 try:
-                    await connection.send(payload, text=text)
+                    await send(payload, text=text)
                     # Aborted while the send waited to drain: websockets returns without raising.
-                    written = connection.state is ProtocolState.OPEN
+                    written = transport.is_open
                 except ConnectionClosed:
                     return
                 finally:
@@ -543,6 +503,7 @@ class Session:
         limit = self._config.max_size
         put = deliver.put if isinstance(deliver, Inbox) else deliver
         requests = self._requests
+        transport = self.transport
         try:
             if (held := self._held) is not None:
                 # What arrived while on_connect waited for its replies comes first, in order.
@@ -550,29 +511,31 @@ class Session:
                 while (message := held.poll()) is not None:
                     stats.messages_in += 1
                     await put(message)
-            if requests is not None:
+            if transport.pushes:
+                await self._pump(deliver)
+            elif requests is not None:
                 # Only a client with reply_key pays for the lookup, and only while a request waits.
                 pending, resolve = requests.pending, requests.resolve
-                compressed = limit is not None and bool(self.connection.protocol.extensions)
+                compressed = limit is not None and not transport.checks_message_size
                 while True:
                     message = await recv()
                     if compressed and too_big(message, limit):  # type: ignore[arg-type]
-                        await self.connection.close(MESSAGE_TOO_BIG, f"message over max_size ({limit} bytes)")
+                        await transport.close(MESSAGE_TOO_BIG, f"message over max_size ({limit} bytes)")
                         continue
                     if pending and resolve(message, self):
                         continue
                     stats.messages_in += 1
                     await put(message)
-            if limit is not None and self.connection.protocol.extensions:
+            elif limit is not None and not transport.checks_message_size:
                 # Compressed frames were let through with some slack: check the message itself.
                 while True:
                     message = await recv()
                     if too_big(message, limit):
-                        await self.connection.close(MESSAGE_TOO_BIG, f"message over max_size ({limit} bytes)")
+                        await transport.close(MESSAGE_TOO_BIG, f"message over max_size ({limit} bytes)")
                         continue
                     stats.messages_in += 1
                     await put(message)
-            if isinstance(deliver, Inbox):
+            elif isinstance(deliver, Inbox):
                 offer = deliver.offer
                 while True:
                     message = await recv()
@@ -586,25 +549,101 @@ class Session:
                     await deliver(message)
         except UnicodeDecodeError:
             # text=True and a binary message that is not UTF-8: the feed broke its contract.
-            await self.connection.close(INVALID_DATA, "binary message is not UTF-8 text")
+            await transport.close(INVALID_DATA, "binary message is not UTF-8 text")
         except ConnectionClosed:
             pass
         self._interrupt_requests()
         return await self._ended()
 
+    async def _pump(self, deliver: Deliver) -> None:
+        """Receive from a transport that pushes each message from its frame callback.
+
+        Into the inbox, a message goes straight from the callback. A plain
+        ``on_message`` function is called there too while nothing waits before
+        it; otherwise messages wait, in order, in a queue of ``inbox_size``
+        that pauses reading while full, and an ``async`` handler runs here.
+        """
+        transport, stats, requests = self.transport, self._stats, self._requests
+        queue: Inbox[Any] = deliver if isinstance(deliver, Inbox) else Inbox(self._config.inbox_size)
+        # True from the moment a message waits in the queue until the loop below found it empty again.
+        busy = [False]
+        take: Callable[[Data], bool] = queue.offer
+        if isinstance(deliver, Handler) and deliver.direct:
+            offer, handler, failed = queue.offer, deliver.handler, deliver.failed
+
+            def take(message: Data) -> bool:
+                if busy[0]:
+                    return offer(message)  # the handler is still at an earlier message: keep the order
+                try:
+                    result = handler(message)
+                except Exception as exc:
+                    failed(exc)
+                    return True
+                if result is not None and inspect.isawaitable(result):
+                    busy[0] = True
+                    offer(_Pending(result))
+                return True
+
+        counted: Stats | None = stats
+        sink = take
+        if requests is not None:
+            pending, resolve = requests.pending, requests.resolve
+
+            def sink(message: Data) -> bool:
+                if pending and resolve(message, self):
+                    return True
+                stats.messages_in += 1
+                return take(message)
+
+            counted = None
+        if isinstance(deliver, Inbox):
+            await transport.pump(sink, queue.put, counted)
+            return
+        assert self._tg is not None
+        put = queue.put
+
+        async def hold(message: Data) -> None:
+            busy[0] = True
+            await put(message)
+
+        pumping = self._tg.create_task(self._pump_into(queue, sink, hold, counted), name=f"wsclient-pump-{self.id}")
+        try:
+            while True:
+                item = queue.poll()
+                if item is None:
+                    busy[0] = False
+                    try:
+                        item = await queue.get()
+                    except ConnectionClosed:
+                        return
+                busy[0] = True
+                if type(item) is _Pending:
+                    assert isinstance(deliver, Handler)
+                    await deliver.finish(item.result)
+                else:
+                    await deliver(item)
+        finally:
+            pumping.cancel()
+
+    async def _pump_into(
+        self,
+        queue: Inbox[Any],
+        sink: Callable[[Data], bool],
+        put: Callable[[Data], Awaitable[None]],
+        counted: Stats | None,
+    ) -> None:
+        try:
+            await self.transport.pump(sink, put, counted)
+        finally:
+            queue.close(ConnectionClosed(None, None))
+
     def end_now(self) -> SessionEnd:
         """How the session ended, from what is known at once (it is being cancelled; nothing is awaited)."""
-        protocol = self.protocol
-        known = ConnectionClosed(protocol.close_rcvd, protocol.close_sent, protocol.close_rcvd_then_sent)
-        return end_from_close(known, self._cause, self.connection.loop.time() - self.started)
+        return end_from_close(self.transport.end_record(), self._cause, self.transport.loop.time() - self.started)
 
     async def _ended(self) -> SessionEnd:
-        await self.connection.wait_closed()
+        transport = self.transport
+        await transport.wait_closed()
         self.ready = False
-        duration = self.connection.loop.time() - self.started
-        try:
-            # Raises nothing here: the connection is closed, so this returns its close exception.
-            exc = self.connection.close_exc
-        except Exception:  # pragma: no cover - websockets always has one once closed
-            return SessionEnd(ABNORMAL_CLOSURE, "", ClosedBy.NOBODY, self._cause or Cause.CONNECTION_LOST, duration)
-        return end_from_close(exc, self._cause, duration)
+        duration = transport.loop.time() - self.started
+        return end_from_close(transport.end_record(), self._cause, duration)

@@ -23,8 +23,9 @@ from .events import Cause, ClosedBy, SessionEnd, State
 from .logs import describe_error, redact_url
 from .policy import Action, SessionDropped, callback_error, close_action, connect_action, hook_action, to_fatal
 from .replies import Requests
-from .session import ABNORMAL_CLOSURE, Session, open_connection
+from .session import ABNORMAL_CLOSURE, Session
 from .stats import Outage, Stats
+from .transports import open_transport
 
 __all__ = ["Supervisor"]
 
@@ -186,7 +187,7 @@ class Supervisor:
         log = self._log.bind(url=redact_url(url))
         log.debug("connecting", attempt=stats.connect_attempts)
         try:
-            connection = await open_connection(config, url, headers, self._ssl_for(url))
+            transport = await open_transport(config, url, headers, self._ssl_for(url))
         except Exception as exc:
             action = self._connect_action(exc)
             log.warning("connect_failed", error=describe_error(exc), action=action.value)
@@ -195,10 +196,10 @@ class Supervisor:
             raise
         if self._stopping():
             # close() came while the handshake ran: this session must not start.
-            connection.transport.abort()
-            await connection.wait_closed()
+            transport.abort()
+            await transport.wait_closed()
             return STOPPED
-        return Session(connection, config, stats, log, self._requests), log
+        return Session(transport, config, stats, log, self._requests), log
 
     async def _live(self, session: Session, log: Any) -> SessionEnd | SessionDropped:
         """Run an open session to its end and classify the end.
@@ -259,7 +260,7 @@ class Supervisor:
                 raise error
             raise FatalError(f"session failed: {describe_error(error)}") from error
         log.error("session_failed", session_id=session.id, exc_info=error)
-        duration = session.connection.loop.time() - session.started
+        duration = session.transport.loop.time() - session.started
         return SessionEnd(ABNORMAL_CLOSURE, "", ClosedBy.NOBODY, Cause.CONNECTION_LOST, duration)
 
     def _connect_action(self, exc: Exception) -> Action:

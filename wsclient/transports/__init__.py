@@ -1,0 +1,118 @@
+"""The transports a session runs on, and the small interface the session talks to.
+
+A transport owns one WebSocket connection of a library (websockets, picows)
+and speaks the session's terms: payloads in, messages out, a pong waiter, a
+close with code and reason, and an end record. Everything the session, the
+heartbeat and the policy need comes through :class:`Transport`, so no other
+module touches a library's connection class; failures cross the boundary as
+websockets' exceptions (``ConnectionClosed`` once the connection is gone,
+``InvalidStatus`` and friends from the handshake), the one vocabulary the
+policy table is written in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
+
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+
+if TYPE_CHECKING:
+    from ..config import ClientConfig, Data
+    from ..stats import Stats
+
+__all__ = ["TRANSPORTS", "Sink", "Transport", "TransportName", "open_transport"]
+
+TransportName: TypeAlias = Literal["websockets", "picows"]
+TRANSPORTS: tuple[TransportName, ...] = ("websockets", "picows")
+
+Sink: TypeAlias = "Callable[[Data], bool]"
+"""Takes one received message without waiting; False when it is full (the transport then pauses reading)."""
+
+
+class Transport(Protocol):
+    """One open WebSocket connection, as a session uses it.
+
+    ``recv``/``send`` raise ``websockets.exceptions.ConnectionClosed`` once the
+    connection is gone; with ``text=True`` a binary message that is not UTF-8
+    raises ``UnicodeDecodeError`` from ``recv`` (the session then closes with 1007).
+    """
+
+    raw: Any
+    """The library's own connection object, for what wsclient does not wrap."""
+    loop: asyncio.AbstractEventLoop
+    pushes: bool
+    """Whether messages are pushed with :meth:`pump` (a frame callback) rather than pulled with ``recv``."""
+    checks_message_size: bool
+    """Whether the transport enforces ``max_size`` on whole messages itself (else the session does)."""
+    recv: Callable[[], Awaitable[Data]]
+    """The next message; only for a transport that does not push, or before :meth:`pump` starts."""
+    send: Callable[..., Awaitable[None]]
+    """``send(payload, text=...)``: write one message; waits while the write buffer is full."""
+
+    @property
+    def last_rx(self) -> float:
+        """Loop time at which bytes last arrived."""
+
+    @property
+    def last_drain(self) -> float:
+        """Loop time at which the write buffer last drained below its low-water mark."""
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol the server chose, if any."""
+
+    @property
+    def response_headers(self) -> Headers:
+        """The headers of the server's handshake response."""
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the connection is open: neither closing nor closed."""
+
+    async def pump(self, sink: Sink, put: Callable[[Data], Awaitable[None]], stats: Stats | None) -> None:
+        """Deliver every message to ``sink``; while it is full, pause reading and ``put`` the backlog.
+
+        Returns once the connection closed and every message was handed over;
+        counts each one in ``stats.messages_in`` when ``stats`` is given.
+        """
+
+    async def ping(self) -> Awaitable[float]:
+        """Send a ping; the result completes with the latency when its pong comes."""
+
+    async def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake and wait until the connection is closed (unbounded: callers bound it)."""
+
+    def closing(self) -> bool:
+        """Whether the underlying byte stream is closing or closed (an abort would change nothing)."""
+
+    def abort(self) -> None:
+        """Drop the connection at once, without a closing handshake."""
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is closed."""
+
+    def end_record(self) -> ConnectionClosed:
+        """Who closed and with what: the close frames received and sent, in websockets' terms."""
+
+    def reading_paused(self) -> bool:
+        """Whether reading is paused because the application is not consuming messages."""
+
+    def write_backlog(self) -> int:
+        """Bytes written by this side that the peer has not taken yet (waiting in the transport)."""
+
+    def write_stalled(self, since: float, backlog: int) -> bool:
+        """Whether writing stayed blocked since ``since`` with no byte of ``backlog`` taken by the peer."""
+
+
+async def open_transport(config: ClientConfig, url: str, headers: Mapping[str, str] | None, ssl: Any) -> Transport:
+    """Open a connection on ``config.transport`` and run its handshake within ``open_timeout``."""
+    if config.transport == "picows":
+        from .picows import connect_picows
+
+        return await connect_picows(config, url, headers, ssl)
+    from .websockets import connect_websockets
+
+    return await connect_websockets(config, url, headers, ssl)

@@ -1,0 +1,188 @@
+"""The default transport: websockets' asyncio client, with its own keepalive off."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State as ProtocolState
+from websockets.typing import Subprotocol
+
+if TYPE_CHECKING:
+    from ..config import ClientConfig, Data
+    from ..stats import Stats
+    from . import Sink
+
+__all__ = ["TrackedConnection", "WebsocketsTransport", "connect_websockets", "wire_max_size"]
+
+_OPEN = ProtocolState.OPEN
+
+
+class TrackedConnection(ClientConnection):
+    """A websockets connection that also notes when bytes arrive and when writes drain.
+
+    It also enforces ``close_timeout`` after the server's close frame: websockets
+    sets that deadline but only a later ``send()`` or ``close()`` acts on it, so a
+    server that closes with 1000 and keeps TCP open would leave ``recv()`` waiting forever.
+    """
+
+    last_rx: float = 0.0
+    last_drain: float = 0.0
+    paused_at: float = 0.0
+    _close_timer: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = self.loop.time()
+        super().data_received(data)
+        if self.close_deadline is not None and self._close_timer is None:
+            self._close_timer = self.loop.call_at(self.close_deadline, self.transport.abort)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.paused_at = self.loop.time()
+        super().pause_writing()
+
+    def resume_writing(self) -> None:
+        self.last_drain = self.loop.time()
+        super().resume_writing()
+
+
+def wire_max_size(max_size: int | None, compression: str | None) -> int | None:
+    """The frame size limit given to websockets, which checks it on compressed frames too.
+
+    Deflate makes incompressible data a little larger (5 bytes per stored
+    block, at worst 4% with the smallest memory level), so a message under
+    ``max_size`` could fail as 1009 on the wire; the session checks the
+    decompressed message against ``max_size`` itself.
+    """
+    if max_size is None or compression is None:
+        return max_size
+    return max_size + max_size // 16 + 1024
+
+
+class WebsocketsTransport:
+    """A :class:`wsclient.transports.Transport` over a websockets connection.
+
+    ``recv`` and ``send`` are websockets' own bound methods: the hot paths
+    pay for no wrapper call.
+    """
+
+    pushes = False
+
+    def __init__(self, connection: TrackedConnection, text: bool) -> None:
+        self.raw = connection
+        self.loop = connection.loop
+        self.protocol = connection.protocol
+        # With text=True, binary frames are decoded as UTF-8 too: the application gets str only.
+        self.recv: Callable[[], Awaitable[Data]] = partial(connection.recv, True) if text else connection.recv
+        self.send: Callable[..., Awaitable[None]] = connection.send
+        # Compressed frames were let through with some slack: the session checks the message itself.
+        self.checks_message_size = not connection.protocol.extensions
+
+    @property
+    def last_rx(self) -> float:
+        return self.raw.last_rx
+
+    @property
+    def last_drain(self) -> float:
+        return self.raw.last_drain
+
+    @property
+    def subprotocol(self) -> str | None:
+        return self.raw.subprotocol
+
+    @property
+    def response_headers(self) -> Headers:
+        response = self.raw.response
+        return Headers() if response is None else response.headers
+
+    @property
+    def is_open(self) -> bool:
+        return self.protocol.state is _OPEN
+
+    async def pump(self, sink: Sink, put: Callable[[Data], Awaitable[None]], stats: Stats | None) -> None:
+        """Pull every message and hand it to ``sink`` (or ``put`` while it is full) until the connection closes."""
+        recv = self.recv
+        try:
+            while True:
+                message = await recv()
+                if stats is not None:
+                    stats.messages_in += 1
+                if not sink(message):
+                    await put(message)
+        except ConnectionClosed:
+            return
+
+    async def ping(self) -> Awaitable[float]:
+        return await self.raw.ping()
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.raw.close(code, reason)
+
+    def closing(self) -> bool:
+        return bool(self.raw.transport.is_closing())
+
+    def abort(self) -> None:
+        self.raw.transport.abort()
+
+    async def wait_closed(self) -> None:
+        await self.raw.wait_closed()
+
+    def end_record(self) -> ConnectionClosed:
+        protocol = self.protocol
+        return ConnectionClosed(protocol.close_rcvd, protocol.close_sent, protocol.close_rcvd_then_sent)
+
+    def reading_paused(self) -> bool:
+        transport = self.raw.transport
+        return not transport.is_closing() and not transport.is_reading()
+
+    def write_backlog(self) -> int:
+        return self.raw.transport.get_write_buffer_size()
+
+    def write_stalled(self, since: float, backlog: int) -> bool:
+        connection = self.raw
+        return (
+            connection.paused
+            and connection.paused_at <= since
+            and connection.last_drain < since
+            and 0 < backlog <= connection.transport.get_write_buffer_size()
+        )
+
+
+async def connect_websockets(
+    config: ClientConfig, url: str, headers: Mapping[str, str] | None, ssl: Any
+) -> WebsocketsTransport:
+    """Open the TCP connection and run the opening handshake within ``open_timeout``.
+
+    websockets' own keepalive is off: the session's heartbeat is the one
+    source of truth about liveness.
+    """
+    kwargs: dict[str, Any] = {}
+    if ssl is not None:
+        kwargs["ssl"] = ssl
+    connection = await connect(
+        url,
+        additional_headers=dict(headers) if headers else None,
+        subprotocols=[Subprotocol(p) for p in config.subprotocols] if config.subprotocols is not None else None,
+        compression=config.compression,
+        open_timeout=config.open_timeout,
+        ping_interval=None,
+        ping_timeout=None,
+        close_timeout=config.close_timeout,
+        max_size=wire_max_size(config.max_size, config.compression),
+        max_queue=config.max_queue,
+        create_connection=TrackedConnection,
+        **kwargs,
+    )
+    assert isinstance(connection, TrackedConnection)
+    connection.last_rx = connection.last_drain = connection.loop.time()
+    return WebsocketsTransport(connection, config.text)
