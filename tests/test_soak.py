@@ -520,6 +520,9 @@ class CancelledCloses:
             if sender.done() and sender.exception() is None:
                 self.ledger.exact("cancelled-close client", settings, client, handed)
             try:
+                # The proxy forwards the client's close only while it reads: a blackhole or a writer's
+                # stall (other episodes, proxy-wide) holds it back, and is not this client's doing.
+                await until(lambda: self.proxy.reading and not self.proxy.blackholed, timeout=SEND_BOUND)
                 await until(lambda: not self.stream.side.get(episode), timeout=SERVER_SEES_CLOSE)
             except TimeoutError:
                 self._violation(f"{settings}: the server still sees the client's connection")
