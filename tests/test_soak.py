@@ -353,6 +353,10 @@ class Application:
                     self.never_sent.add(key)
             except wsclient.RequestInterrupted:
                 outcome = "interrupted"
+            except wsclient.ClientClosed:
+                # The soak failed and is closing the client: leave, so that its own error shows.
+                outcome = "closed"
+                return
             finally:
                 self.requests_in_flight -= 1
                 self.outcomes[outcome] += 1
@@ -975,7 +979,7 @@ async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.Capture
     # Requests too: each written once, or expired unsent; each ended in exactly one way.
     assert stats.messages_out + stats.sends_interrupted + stats.expired == app.handed, summary
     assert sum(app.outcomes.values()) == app.requests, summary
-    assert app.outcomes["cancelled"] == 0, summary
+    assert app.outcomes["cancelled"] == app.outcomes["closed"] == 0, summary
     assert app.outcomes["reply"] > 0, summary
     assert not app.never_sent & stream.requests_seen, summary
     assert len(app.never_sent) == stats.expired, summary
