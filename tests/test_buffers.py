@@ -120,3 +120,20 @@ async def test_outbox_waiters_return_on_space_emptiness_or_close() -> None:
     outbox.close()
     await asyncio.wait_for(stuck, 1)
     assert outbox.items() == [2]
+
+
+async def test_an_outbox_of_tombstones_only_has_nothing_to_flush() -> None:
+    # A buffered request that timed out leaves a tombstone: the sender must wait, not spin on it.
+    from wsclient.buffers import Envelope
+
+    outbox: Outbox[object] = Outbox(10, Stats())
+    envelope = Envelope("request")
+    outbox.add(envelope)
+    assert outbox.expire(envelope)
+    assert len(outbox) == 0
+    waiting = asyncio.create_task(outbox.wait_for_items())
+    emptied = asyncio.create_task(outbox.wait_until_empty())
+    done, _ = await asyncio.wait({waiting, emptied}, timeout=20 * 0.001)
+    assert done == {emptied}
+    outbox.add("live")
+    await asyncio.wait_for(waiting, 1)

@@ -290,7 +290,8 @@ class Outbox(Generic[T]):
             await self._space.wait()
 
     async def wait_for_items(self) -> None:
-        while not self.queue:
+        """Return once a live message is buffered: tombstones alone leave nothing to send."""
+        while not len(self):
             await self._nonempty.wait()
 
 
