@@ -37,16 +37,17 @@ class _Pipe:
 
     async def run(self) -> None:
         proxy = self.proxy
+        # Both sockets are released on every way out: cancelled (stop()) while still connecting upstream too.
         try:
-            up_reader, self.upstream_writer = await asyncio.open_connection(proxy.upstream_host, proxy.upstream_port)
-        except OSError:
-            self.reset()
-            return
-        if self.client_writer.is_closing():
-            # Reset (or stopped) while connecting upstream: nothing to pump.
-            self.reset()
-            return
-        try:
+            try:
+                up_reader, self.upstream_writer = await asyncio.open_connection(
+                    proxy.upstream_host, proxy.upstream_port
+                )
+            except OSError:
+                return
+            if self.client_writer.is_closing():
+                # Reset (or stopped) while connecting upstream: nothing to pump.
+                return
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._pump(self.client_reader, self.upstream_writer, proxy._reading))
                 tg.create_task(self._pump(up_reader, self.client_writer, proxy._open))
