@@ -10,7 +10,7 @@ import ssl
 
 import pytest
 import trustme
-from helpers import fast
+from helpers import fast, until
 from websockets.asyncio.server import ServerConnection
 
 import wsclient
@@ -118,3 +118,188 @@ def test_compression_is_websockets_only(transport: str) -> None:
         wsclient.Client("ws://127.0.0.1:9", transport="picows", compression="deflate")
     with pytest.raises(ValueError, match="transport must be one of websockets, picows"):
         wsclient.Client("ws://127.0.0.1:9", transport="aiohttp")  # type: ignore[call-overload]
+
+
+BURST = 600
+
+
+async def burst(connection: ServerConnection) -> None:
+    """On ``go``, write ``0`` to ``BURST - 1`` at once, so that the client reads many per read; one in fragments."""
+    await connection.recv()
+    protocol = connection.protocol
+    for number in range(BURST):
+        text = str(number).encode()
+        if number == BURST // 2:
+            protocol.send_text(text[:1], fin=False)
+            protocol.send_continuation(text[1:], fin=True)
+        else:
+            protocol.send_text(text)
+    connection.transport.write(b"".join(protocol.data_to_send()))
+    await connection.wait_closed()
+
+
+@pytest.mark.parametrize("replies", [False, True], ids=["plain", "with_reply_key"])
+async def test_a_plain_on_message_gets_every_message_in_order_whatever_it_returns(
+    transport: str, replies: bool
+) -> None:
+    """Failures are counted, and an awaitable it returns is awaited before the next message is handled."""
+    seen: list[str] = []
+
+    async def later(number: int) -> None:
+        await asyncio.sleep(0)
+        seen.append(f"end {number}")
+
+    def handler(message: str) -> object:
+        number = int(message)
+        seen.append(str(number))
+        if number % 11 == 0:
+            raise ValueError("handler bug")
+        return later(number) if number % 7 == 0 else None
+
+    expected: list[str] = []
+    for number in range(BURST):
+        expected.append(str(number))
+        if number % 7 == 0 and number % 11 != 0:
+            expected.append(f"end {number}")
+    extra = {"reply_key": lambda message: None} if replies else {}
+    async with FlakyServer(handler=burst) as server:
+        client = wsclient.Client(server.url, text=True, on_message=handler, **extra, **fast())
+        async with asyncio.timeout(BOUND), client:
+            await client.send("go")
+            await until(lambda: len(seen) >= len(expected))
+    assert seen == expected
+    assert client.stats.handler_errors == len(range(0, BURST, 11))
+    assert client.stats.messages_in == BURST
+
+
+async def test_a_slow_async_on_message_holds_the_feed_back_in_order(transport: str) -> None:
+    """With a small inbox, reading pauses while the handler is behind; nothing is lost or reordered."""
+    seen: list[str] = []
+
+    async def handler(message: str) -> None:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        seen.append(message)
+
+    async with FlakyServer(handler=burst) as server:
+        client = wsclient.Client(server.url, text=True, on_message=handler, inbox_size=4, **fast())
+        async with asyncio.timeout(BOUND), client:
+            await client.send("go")
+            await until(lambda: len(seen) == BURST)
+    assert seen == [str(number) for number in range(BURST)]
+
+
+async def test_messages_that_came_during_on_connect_reach_a_plain_on_message_first(transport: str) -> None:
+    seen: list[str] = []
+    first: list[str] = []
+    sent = asyncio.Event()
+    early = 10  # fewer than websockets' max_queue: it stops reading beyond, and the pong would wait
+
+    async def burst_then_note(connection: ServerConnection) -> None:
+        await connection.send("hello")
+        await connection.recv()
+        for number in range(early):
+            await connection.send(str(number))
+        sent.set()
+        await connection.wait_closed()
+
+    async def on_connect(session: wsclient.Session) -> None:
+        first.append(str(await session.recv()))
+        await session.send("go")
+        await sent.wait()
+        # The pong comes after the whole burst: every message of it has arrived once it is here.
+        await (await session.transport.ping())
+
+    async with FlakyServer(handler=burst_then_note) as server:
+        client = wsclient.Client(server.url, text=True, on_connect=on_connect, on_message=seen.append, **fast())
+        async with asyncio.timeout(BOUND), client:
+            await until(lambda: len(seen) == early)
+    assert first == ["hello"]
+    assert seen == [str(number) for number in range(early)]
+
+
+async def test_a_plain_on_message_is_called_from_the_frame_callback_when_the_transport_pushes(
+    server: FlakyServer, transport: str
+) -> None:
+    """On picows no task runs the handler, also after one of its awaitables; websockets' messages come from a task."""
+    calls: list[tuple[str, bool]] = []
+    awaited = asyncio.Event()
+
+    async def later() -> None:
+        await asyncio.sleep(0)
+        awaited.set()
+
+    def handler(message: str) -> object:
+        calls.append((message, asyncio.current_task() is None))
+        return later() if message == "first" else None
+
+    async with asyncio.timeout(BOUND), wsclient.Client(server.url, text=True, on_message=handler, **fast()) as client:
+        await client.send("first")
+        await awaited.wait()
+        await client.send("second")
+        await until(lambda: len(calls) == 2)
+    pushed = transport == "picows"
+    assert calls == [("first", pushed), ("second", pushed)]
+
+
+async def test_a_server_flooding_during_on_connect_is_held_back_not_buffered_without_bound(transport: str) -> None:
+    """While on_connect runs, the client stops reading once ``inbox_size`` messages wait (memory stays bounded)."""
+    count, seen, paused = 2000, [], []
+
+    async def flood(connection: ServerConnection) -> None:
+        for number in range(count):
+            await connection.send(f"{number:04d}" + "x" * 1000)
+        await connection.wait_closed()
+
+    async def on_connect(session: wsclient.Session) -> None:
+        await until(session.transport.reading_paused)
+        paused.append(True)
+        # More than the queue holds: what was held back follows, and reading goes on.
+        seen.extend([str(await session.recv()) for _ in range(20)])
+
+    async with FlakyServer(handler=flood) as server:
+        client = wsclient.Client(
+            server.url, inbox_size=8, max_queue=8, on_connect=on_connect, on_message=seen.append, **fast()
+        )
+        async with asyncio.timeout(BOUND), client:
+            await until(lambda: len(seen) == count)
+    assert paused == [True]
+    assert [message[:4] for message in seen] == [f"{number:04d}" for number in range(count)]
+
+
+async def test_a_close_that_came_behind_a_full_early_queue_is_answered_after_its_messages(transport: str) -> None:
+    seen: list[str] = []
+    ends: list[wsclient.SessionEnd] = []
+
+    async def flood_then_close(connection: ServerConnection) -> None:
+        # In one write, so that the close frame comes in the same read as the messages that overflow.
+        protocol = connection.protocol
+        for number in range(50):
+            protocol.send_text(f"{number:04d}".encode())
+        protocol.send_close(4001, "bye")
+        connection.transport.write(b"".join(protocol.data_to_send()))
+        await connection.wait_closed()
+
+    async def on_connect(session: wsclient.Session) -> None:
+        await until(session.transport.reading_paused)
+
+    async def on_disconnect(end: wsclient.SessionEnd) -> None:
+        ends.append(end)
+
+    async with FlakyServer(handler=flood_then_close) as server:
+        client = wsclient.Client(
+            server.url,
+            inbox_size=8,
+            max_queue=8,
+            on_connect=on_connect,
+            on_message=seen.append,
+            on_disconnect=on_disconnect,
+            close_actions={4001: "stop"},
+            **fast(),
+        )
+        async with asyncio.timeout(BOUND):
+            await client.start()
+            await client.wait_closed()
+    assert [message[:4] for message in seen] == [f"{number:04d}" for number in range(50)]
+    assert [(end.code, end.reason, end.closed_by) for end in ends] == [(4001, "bye", "server")]
+    assert client.stats.messages_in == 50

@@ -66,14 +66,16 @@ class Inbox(Generic[T]):
     The queue is made by the first message: an idle connection does not pay for it.
     """
 
-    __slots__ = ("_end", "_getters", "_items", "_limit", "_putters")
+    __slots__ = ("_end", "_getters", "_items", "_limit", "_low", "_on_room", "_putters")
 
     def __init__(self, limit: int) -> None:
         self._items: deque[T] | None = None
         self._limit = limit
+        self._low = limit // 2
         self._getters = Waiters()
         self._putters = Waiters()
         self._end: BaseException | None = None
+        self._on_room: Callable[[], None] | None = None
 
     def __len__(self) -> int:
         items = self._items
@@ -94,6 +96,42 @@ class Inbox(Generic[T]):
             self._getters.wake_one()
         return True
 
+    def push(self, item: T) -> bool:
+        """Append ``item`` even over the limit; False once full, when the producer must stop (see :meth:`when_room`).
+
+        For a transport's frame callback: the frames of one read are taken
+        whole, and reading pauses until the reader made room.
+        """
+        items = self._items
+        if items is None:
+            items = self._items = deque()
+        items.append(item)
+        if self._getters.futures:
+            self._getters.wake_one()
+        return len(items) < self._limit
+
+    def appender(self) -> Callable[[T], None]:
+        """The queue's own ``append``, for a producer that adds a batch and then calls :meth:`fed`."""
+        if self._items is None:
+            self._items = deque()
+        return self._items.append
+
+    def fed(self) -> bool:
+        """After a batch of appends: wake a reader for each new item; False once full (see :meth:`when_room`)."""
+        count = len(self)
+        getters, woken = self._getters, 0
+        while getters.futures and woken < count:
+            getters.wake_one()
+            woken += 1
+        return count < self._limit
+
+    def when_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the reader took the inbox down to half its limit (now, if it is there or closed)."""
+        if len(self) <= self._low or self._end is not None:
+            callback()
+        else:
+            self._on_room = callback
+
     async def put(self, item: T) -> None:
         """Append ``item``, waiting while the inbox is full (backpressure on the session)."""
         while len(self) >= self._limit and self._end is None:
@@ -111,6 +149,8 @@ class Inbox(Generic[T]):
             await self._getters.wait()
         item = items.popleft()
         self._putters.wake_one()
+        if self._on_room is not None and len(items) <= self._low:
+            self._room()
         return item
 
     def poll(self) -> T | None:
@@ -121,7 +161,14 @@ class Inbox(Generic[T]):
         item = items.popleft()
         if self._putters.futures:
             self._putters.wake_one()
+        if self._on_room is not None and len(items) <= self._low:
+            self._room()
         return item
+
+    def _room(self) -> None:
+        callback, self._on_room = self._on_room, None
+        assert callback is not None
+        callback()
 
     def close(self, end: BaseException) -> None:
         """Let readers drain what is left, then raise ``end`` from ``get()``."""

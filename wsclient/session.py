@@ -26,7 +26,7 @@ from .events import Cause, ClosedBy, SessionEnd
 from .heartbeat import HeartbeatTimer, IdleTimer, Watch
 from .replies import Request, Requests
 from .stats import Stats
-from .transports import Transport
+from .transports import Direct, Transport
 
 __all__ = ["Handler", "Session", "count_write", "end_from_close", "to_payload"]
 
@@ -561,28 +561,40 @@ class Session:
         Into the inbox, a message goes straight from the callback. A plain
         ``on_message`` function is called there too while nothing waits before
         it; otherwise messages wait, in order, in a queue of ``inbox_size``
-        that pauses reading while full, and an ``async`` handler runs here.
+        that pauses reading while full (what one read brought is taken whole),
+        and an ``async`` handler runs here.
         """
         transport, stats, requests = self.transport, self._stats, self._requests
         queue: Inbox[Any] = deliver if isinstance(deliver, Inbox) else Inbox(self._config.inbox_size)
         # True from the moment a message waits in the queue until the loop below found it empty again.
         busy = [False]
-        take: Callable[[Data], bool] = queue.offer
+        take: Callable[[Data], bool] = queue.push
+        direct: Direct | None = None
         if isinstance(deliver, Handler) and deliver.direct:
-            offer, handler, failed = queue.offer, deliver.handler, deliver.failed
+            push, handler, failed = queue.push, deliver.handler, deliver.failed
+
+            def returned(result: object) -> None:
+                if inspect.isawaitable(result):
+                    # Awaited below, in turn: later messages wait in the queue behind it.
+                    busy[0] = True
+                    transport.call_directly(None)
+                    push(_Pending(result))
 
             def take(message: Data) -> bool:
                 if busy[0]:
-                    return offer(message)  # the handler is still at an earlier message: keep the order
+                    return push(message)  # the handler is still at an earlier message: keep the order
                 try:
                     result = handler(message)
                 except Exception as exc:
                     failed(exc)
                     return True
-                if result is not None and inspect.isawaitable(result):
-                    busy[0] = True
-                    offer(_Pending(result))
+                if result is not None:
+                    returned(result)
                 return True
+
+            if requests is None:
+                # The transport calls the handler itself from its frame callback while nothing waits in the queue.
+                direct = Direct(handler, failed, returned)
 
         counted: Stats | None = stats
         sink = take
@@ -597,20 +609,17 @@ class Session:
 
             counted = None
         if isinstance(deliver, Inbox):
-            await transport.pump(sink, queue.put, counted)
+            await transport.pump(queue, None if requests is None else sink, counted)
             return
         assert self._tg is not None
-        put = queue.put
-
-        async def hold(message: Data) -> None:
-            busy[0] = True
-            await put(message)
-
-        pumping = self._tg.create_task(self._pump_into(queue, sink, hold, counted), name=f"wsclient-pump-{self.id}")
+        transport.call_directly(direct)
+        pumping = self._tg.create_task(self._pump_into(queue, sink, counted), name=f"wsclient-pump-{self.id}")
         try:
             while True:
                 item = queue.poll()
                 if item is None:
+                    if busy[0] and direct is not None:
+                        transport.call_directly(direct)
                     busy[0] = False
                     try:
                         item = await queue.get()
@@ -625,15 +634,9 @@ class Session:
         finally:
             pumping.cancel()
 
-    async def _pump_into(
-        self,
-        queue: Inbox[Any],
-        sink: Callable[[Data], bool],
-        put: Callable[[Data], Awaitable[None]],
-        counted: Stats | None,
-    ) -> None:
+    async def _pump_into(self, queue: Inbox[Any], sink: Callable[[Data], bool], counted: Stats | None) -> None:
         try:
-            await self.transport.pump(sink, put, counted)
+            await self.transport.pump(queue, sink, counted)
         finally:
             queue.close(ConnectionClosed(None, None))
 

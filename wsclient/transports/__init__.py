@@ -20,16 +20,34 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 
 if TYPE_CHECKING:
+    from ..buffers import Inbox
     from ..config import ClientConfig, Data
     from ..stats import Stats
 
-__all__ = ["TRANSPORTS", "Sink", "Transport", "TransportName", "open_transport"]
+__all__ = ["TRANSPORTS", "Direct", "Sink", "Transport", "TransportName", "open_transport"]
 
 TransportName: TypeAlias = Literal["websockets", "picows"]
 TRANSPORTS: tuple[TransportName, ...] = ("websockets", "picows")
 
 Sink: TypeAlias = "Callable[[Data], bool]"
-"""Takes one received message without waiting; False when it is full (the transport then pauses reading)."""
+"""Takes one received message without waiting, even over its limit; False once full (the transport pauses reading)."""
+
+
+class Direct:
+    """A plain ``on_message`` that a pushing transport calls from its frame callback, with no hop in between.
+
+    ``failed`` takes what the handler raised; ``returned`` takes what it
+    returned when that is not None (an awaitable the session must await in turn).
+    """
+
+    __slots__ = ("failed", "handler", "returned")
+
+    def __init__(
+        self, handler: Callable[[Any], object], failed: Callable[[Exception], None], returned: Callable[[object], None]
+    ) -> None:
+        self.handler = handler
+        self.failed = failed
+        self.returned = returned
 
 
 class Transport(Protocol):
@@ -72,11 +90,18 @@ class Transport(Protocol):
     def is_open(self) -> bool:
         """Whether the connection is open: neither closing nor closed."""
 
-    async def pump(self, sink: Sink, put: Callable[[Data], Awaitable[None]], stats: Stats | None) -> None:
-        """Deliver every message to ``sink``; while it is full, pause reading and ``put`` the backlog.
+    async def pump(self, queue: Inbox[Any], sink: Sink | None, stats: Stats | None) -> None:
+        """Deliver every message into ``queue``, or to ``sink`` that fills it; pause reading while it is full.
 
         Returns once the connection closed and every message was handed over;
         counts each one in ``stats.messages_in`` when ``stats`` is given.
+        """
+
+    def call_directly(self, direct: Direct | None) -> None:
+        """From now on, while :meth:`pump` runs, give each message to ``direct.handler`` instead of the sink.
+
+        ``None`` goes back to the sink: the session does so while an earlier
+        message is still being handled, so that messages keep their order.
         """
 
     async def ping(self) -> Awaitable[float]:

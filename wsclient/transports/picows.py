@@ -41,7 +41,7 @@ from ..buffers import Inbox
 if TYPE_CHECKING:
     from ..config import ClientConfig, Data
     from ..stats import Stats
-    from . import Sink
+    from . import Direct, Sink
 
 __all__ = ["PicowsTransport", "connect_picows"]
 
@@ -96,14 +96,21 @@ class PicowsTransport(WSListener):
         self._parts: list[bytes] = []
         self._parts_size = 0
         self._parts_type: WSMsgType | None = None
-        # Neither reassembling a message nor failing: the per-frame fast path applies.
-        self._plain = True
+        # The largest single-frame message the per-frame fast path takes: -1 while reassembling or failing.
+        self._plain_limit = self._limit
         self._pongs: deque[tuple[asyncio.Future[float], float]] = deque()
-        # Until the session starts pumping, messages wait here for recv() (on_connect).
-        self._early: Inbox[Any] | None = Inbox(2**62)
-        self._sink: Sink = self._early.offer
+        # Until the session starts pumping, messages (and _Deferred actions) wait here for recv() in on_connect.
+        self._early: Inbox[Any] | None = Inbox(config.inbox_size)
+        # Where messages go: reading pauses while this queue is full. They are appended to it straight from
+        # here (``_append``: its reader is woken once per read), or given to a ``_sink`` that fills it.
+        self._queue: Inbox[Any] = self._early
+        self._append: Callable[[Any], None] | None = self._first_append
+        self._sink: Sink | None = None
         self._stats: Stats | None = None
-        self._backlog: deque[Data] = deque()
+        # The session's plain on_message while it may be called from here, and whether pump() took over from recv().
+        self._direct: Direct | None = None
+        self._call: Callable[[Data], object] | None = None
+        self._pumping = False
         self._wake: asyncio.Future[None] | None = None
         self._disconnected = False
         self.recv: Callable[[], Awaitable[Data]] = self._recv_early
@@ -137,6 +144,10 @@ class PicowsTransport(WSListener):
         if self._drained is None:
             self._drained = self.loop.create_future()
         await asyncio.shield(self._drained)
+
+    def call_directly(self, direct: Direct | None) -> None:
+        self._direct = direct
+        self._call = direct.handler if direct is not None and self._pumping else None
 
     async def ping(self) -> Awaitable[float]:
         if not self.is_open:
@@ -202,33 +213,27 @@ class PicowsTransport(WSListener):
                 return item  # type: ignore[no-any-return]
             item.action()
 
-    async def pump(self, sink: Sink, put: Callable[[Data], Awaitable[None]], stats: Stats | None) -> None:
-        """Hand every message to ``sink`` from the frame callback; while it is full, pause reading and ``put``."""
-        early, self._early = self._early, None
+    async def pump(self, queue: Inbox[Any], sink: Sink | None, stats: Stats | None) -> None:
+        """Deliver every message from the frame callback, reading paused while ``queue`` is full, until closed."""
+        early = self._early
+        self._early, self._queue, self._sink, self._stats = None, queue, sink, stats
+        self._append = self._first_append if sink is None else None
+        self._pumping = True
+        if self._direct is not None:
+            self._call = self._direct.handler
         if early is not None:
+            # What came before, in order, as if it came now (nothing else runs meanwhile).
             while (message := early.poll()) is not None:
                 if type(message) is _Deferred:
                     message.action()
                     continue
                 if stats is not None:
                     stats.messages_in += 1
-                if not sink(message):
-                    await put(message)
-        self._stats, self._sink = stats, sink
-        backlog = self._backlog
-        while True:
-            while backlog:
-                # The head stays in the backlog until it is handed over, so a new frame cannot overtake it.
-                message = backlog[0]
-                if not sink(message):
-                    await put(message)
-                backlog.popleft()
-            if self._reading_paused and not self._disconnected:
-                self._reading_paused = False
-                assert self.raw is not None
-                self.raw.underlying_transport.resume_reading()
-            if self._disconnected:
-                return
+                self._deliver(message)
+            self._check_full()
+        if self._reading_paused:
+            queue.when_room(self._resume_reading)
+        if not self._disconnected:
             self._wake = self.loop.create_future()
             await self._wake
 
@@ -238,27 +243,39 @@ class PicowsTransport(WSListener):
         self.raw = transport
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        """One call per frame: a whole message of one frame goes to the sink without another Python frame."""
-        self.last_rx = _now()
-        if frame.fin and self._plain and frame.payload_size <= self._limit:
+        """One Python call per frame: a whole message of one frame goes to the handler or the queue from here."""
+        if frame.fin and frame.payload_size <= self._plain_limit:
             kind = frame.msg_type
             if kind is _TEXT or (kind is _BINARY and self._text):
                 try:
                     message: Data = frame.get_payload_as_utf8_text()
                 except UnicodeDecodeError:
-                    self._fail(1007, _NOT_UTF8[kind is _TEXT])
+                    self._rare(frame, 1007)
                     return
             elif kind is _BINARY:
                 message = frame.get_payload_as_bytes()
             else:
-                self._control(frame)
+                self._rare(frame)
                 return
             if (stats := self._stats) is not None:
                 stats.messages_in += 1
-            if self._backlog or not self._sink(message):
-                self._hold(message)
+            # What _deliver() does, inline.
+            if (call := self._call) is not None:
+                try:
+                    result = call(message)
+                except Exception as exc:
+                    self._call_failed(exc)
+                else:
+                    if result is not None:
+                        self._call_returned(result)
+            elif (append := self._append) is not None:
+                append(message)
+            elif not self._sink(message) and not self._reading_paused:  # type: ignore[misc]
+                self._pause_reading()
+            if frame.last_in_buffer:
+                self._read_done()
             return
-        self._fragment(frame)
+        self._rare(frame)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.is_open = False
@@ -288,21 +305,73 @@ class PicowsTransport(WSListener):
 
     # The rarer paths, out of the per-frame function.
 
-    def _hold(self, message: Data) -> None:
-        """The sink is full: keep the message in order and stop reading until the session hands it over."""
-        self._backlog.append(message)
-        if not self._reading_paused and self.raw is not None:
+    def _rare(self, frame: WSFrame, invalid: int = 0) -> None:
+        """A frame off the fast path: a control frame, a fragment, a message over the limit, invalid text."""
+        if invalid:
+            self._fail(invalid, _NOT_UTF8[frame.msg_type is _TEXT])
+        elif frame.fin and frame.payload_size <= self._plain_limit:
+            self._control(frame)
+        else:
+            self._fragment(frame)
+        if frame.last_in_buffer:
+            self._read_done()
+
+    def _read_done(self) -> None:
+        """After the last frame of a read from the socket: note the time, wake the reader, pause if full."""
+        self.last_rx = _now()
+        self._check_full()
+
+    def _check_full(self) -> None:
+        if self._append is not None and not self._queue.fed() and not self._reading_paused:
+            self._pause_reading()
+
+    def _first_append(self, message: Any) -> None:
+        # The queue's deque is made by the first message: an idle connection does not pay for it.
+        self._append = self._queue.appender()
+        self._append(message)
+
+    def _deliver(self, message: Any) -> None:
+        """Hand over one message as the per-frame function does: to the handler, or to the queue."""
+        if (call := self._call) is not None:
+            try:
+                result = call(message)
+            except Exception as exc:
+                self._call_failed(exc)
+            else:
+                if result is not None:
+                    self._call_returned(result)
+        elif (append := self._append) is not None:
+            append(message)
+        elif not self._sink(message) and not self._reading_paused:  # type: ignore[misc]
+            self._pause_reading()
+
+    def _call_failed(self, exc: Exception) -> None:
+        assert self._direct is not None
+        self._direct.failed(exc)
+
+    def _call_returned(self, result: object) -> None:
+        assert self._direct is not None
+        self._direct.returned(result)
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and not self._disconnected:
+            self._reading_paused = False
+            assert self.raw is not None
+            self.raw.underlying_transport.resume_reading()
+
+    def _pause_reading(self) -> None:
+        """The sink is full: stop reading until its reader made room (what this read brought is already in)."""
+        if not self._reading_paused and not self._disconnected and self.raw is not None:
             self._reading_paused = True
             self.raw.underlying_transport.pause_reading()
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
+            self._queue.when_room(self._resume_reading)
 
     def _control(self, frame: WSFrame) -> None:
         kind = frame.msg_type
         if kind is _CLOSE:
             code = frame.get_close_code()
             if self._early is not None:
-                self._early.offer(_Deferred(partial(self._answer_close, code)))
+                self._deliver(_Deferred(partial(self._answer_close, code)))
             else:
                 self._answer_close(code)
         elif kind is _PONG:
@@ -330,7 +399,7 @@ class PicowsTransport(WSListener):
             return
         else:
             self._parts_type = kind
-            self._plain = False
+            self._plain_limit = -1
         self._parts_size += frame.payload_size
         if self._parts_size > self._limit:
             self._fail(1009, f"message over max_size ({self._limit} bytes)")
@@ -340,7 +409,7 @@ class PicowsTransport(WSListener):
             return
         data = b"".join(self._parts)
         kind, self._parts_type, self._parts, self._parts_size = self._parts_type, None, [], 0
-        self._plain = True
+        self._plain_limit = self._limit
         message: Data = data
         if kind is _TEXT or self._text:
             try:
@@ -352,8 +421,7 @@ class PicowsTransport(WSListener):
                 return
         if (stats := self._stats) is not None:
             stats.messages_in += 1
-        if self._backlog or not self._sink(message):
-            self._hold(message)
+        self._deliver(message)
 
     def _answer_close(self, code: WSCloseCode) -> None:
         self.is_open = False
@@ -369,10 +437,10 @@ class PicowsTransport(WSListener):
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection from this side: send the close frame, deliver nothing more, wait for the answer."""
         self._failed = Close(code, reason)
-        self._plain = False
+        self._plain_limit = -1
         self._parts, self._parts_size, self._parts_type = [], 0, None
         if self._early is not None:
-            self._early.offer(_Deferred(partial(self._send_close, code, reason)))
+            self._deliver(_Deferred(partial(self._send_close, code, reason)))
         else:
             self._send_close(code, reason)
 

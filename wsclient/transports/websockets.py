@@ -14,9 +14,10 @@ from websockets.protocol import State as ProtocolState
 from websockets.typing import Subprotocol
 
 if TYPE_CHECKING:
+    from ..buffers import Inbox
     from ..config import ClientConfig, Data
     from ..stats import Stats
-    from . import Sink
+    from . import Direct, Sink
 
 __all__ = ["TrackedConnection", "WebsocketsTransport", "connect_websockets", "wire_max_size"]
 
@@ -109,18 +110,23 @@ class WebsocketsTransport:
     def is_open(self) -> bool:
         return self.protocol.state is _OPEN
 
-    async def pump(self, sink: Sink, put: Callable[[Data], Awaitable[None]], stats: Stats | None) -> None:
-        """Pull every message and hand it to ``sink`` (or ``put`` while it is full) until the connection closes."""
+    async def pump(self, queue: Inbox[Any], sink: Sink | None, stats: Stats | None) -> None:
+        """Pull every message into ``queue`` (through ``sink`` if given), waiting while it is full, until closed."""
         recv = self.recv
         try:
             while True:
                 message = await recv()
                 if stats is not None:
                     stats.messages_in += 1
-                if not sink(message):
-                    await put(message)
+                if not (queue.push(message) if sink is None else sink(message)):
+                    made: asyncio.Future[None] = self.loop.create_future()
+                    queue.when_room(partial(_settle, made))
+                    await made
         except ConnectionClosed:
             return
+
+    def call_directly(self, direct: Direct | None) -> None:
+        """Nothing to do: this transport pulls, and the session calls the handler from its own loop."""
 
     async def ping(self) -> Awaitable[float]:
         return await self.raw.ping()
@@ -156,6 +162,11 @@ class WebsocketsTransport:
             and connection.last_drain < since
             and 0 < backlog <= connection.transport.get_write_buffer_size()
         )
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def connect_websockets(
