@@ -321,9 +321,9 @@ async def send_picows(url: str, payload: str, count: int) -> None:
                 self.drained = None
 
     transport, listener = await ws_connect(Sender, url)
-    data = payload.encode()
     for _ in range(count):
-        transport.send(WSMsgType.TEXT, data)
+        # Encoded per message, as a sender of messages that differ must.
+        transport.send(WSMsgType.TEXT, payload.encode())
         if listener.drained is not None:
             await listener.drained
     await done

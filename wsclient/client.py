@@ -477,7 +477,10 @@ class Client(Generic[M]):
             if transport.is_open:
                 written = False
                 try:
-                    await transport.send(payload, text=text)
+                    if (write := transport.write) is None:
+                        await transport.send(payload, text=text)
+                    elif write(payload, text):
+                        await transport.drained()
                     # websockets returns normally when the connection is aborted while a send waits to drain.
                     written = transport.is_open
                 except ConnectionClosed:

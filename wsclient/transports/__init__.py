@@ -69,6 +69,10 @@ class Transport(Protocol):
     """The next message; only for a transport that does not push, or before :meth:`pump` starts."""
     send: Callable[..., Awaitable[None]]
     """``send(payload, text=...)``: write one message; waits while the write buffer is full."""
+    write: Callable[[bytes | bytearray | memoryview, bool], bool] | None
+    """``write(payload, text)``: write one message of an open connection at once, with no coroutine; True when
+    the write buffer is over its high-water mark, and the caller then awaits :meth:`drained`. None when the
+    library only writes from a coroutine (websockets): then :attr:`send` is the way."""
 
     @property
     def last_rx(self) -> float:
@@ -103,6 +107,9 @@ class Transport(Protocol):
         ``None`` goes back to the sink: the session does so while an earlier
         message is still being handled, so that messages keep their order.
         """
+
+    async def drained(self) -> None:
+        """Wait until the write buffer is below its low-water mark, or the connection is gone."""
 
     async def ping(self) -> Awaitable[float]:
         """Send a ping; the result completes with the latency when its pong comes."""

@@ -76,6 +76,41 @@ class PicowsTransport(WSListener):
 
     pushes = True
     checks_message_size = True
+    # Slots, not a __dict__: the per-frame function and send() read these attributes fastest that way.
+    __slots__ = (
+        "_append",
+        "_call",
+        "_close_timeout",
+        "_close_timer",
+        "_direct",
+        "_disconnected",
+        "_drained",
+        "_early",
+        "_failed",
+        "_limit",
+        "_parts",
+        "_parts_size",
+        "_parts_type",
+        "_paused_at",
+        "_plain_limit",
+        "_pongs",
+        "_pumping",
+        "_queue",
+        "_reading_paused",
+        "_sink",
+        "_stats",
+        "_text",
+        "_wake",
+        "_write_paused",
+        "is_open",
+        "last_drain",
+        "last_rx",
+        "loop",
+        "raw",
+        "recv",
+        "send",
+        "write",
+    )
 
     def __init__(self, config: ClientConfig, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -115,6 +150,7 @@ class PicowsTransport(WSListener):
         self._disconnected = False
         self.recv: Callable[[], Awaitable[Data]] = self._recv_early
         self.send: Callable[..., Awaitable[None]] = self._send_message
+        self.write: Callable[[bytes | bytearray | memoryview, bool], bool] | None = self._write
 
     # The Transport interface.
 
@@ -138,9 +174,16 @@ class PicowsTransport(WSListener):
             payload, text = payload.encode(), True
         self.raw.send(_TEXT if text else _BINARY, payload)
         if self._write_paused:
-            await self._drain()
+            await self.drained()
 
-    async def _drain(self) -> None:
+    def _write(self, payload: bytes | bytearray | memoryview, text: bool) -> bool:
+        assert self.raw is not None
+        self.raw.send(_TEXT if text else _BINARY, payload)
+        return self._write_paused
+
+    async def drained(self) -> None:
+        if not self._write_paused or self._disconnected:
+            return
         if self._drained is None:
             self._drained = self.loop.create_future()
         await asyncio.shield(self._drained)

@@ -88,6 +88,7 @@ class WebsocketsTransport:
         self.send: Callable[..., Awaitable[None]] = connection.send
         # Compressed frames were let through with some slack: the session checks the message itself.
         self.checks_message_size = not connection.protocol.extensions
+        self.write: Callable[[bytes | bytearray | memoryview, bool], bool] | None = None
 
     @property
     def last_rx(self) -> float:
@@ -124,6 +125,9 @@ class WebsocketsTransport:
                     await made
         except ConnectionClosed:
             return
+
+    async def drained(self) -> None:
+        await self.raw.drain()
 
     def call_directly(self, direct: Direct | None) -> None:
         """Nothing to do: this transport pulls, and the session calls the handler from its own loop."""
