@@ -57,6 +57,8 @@ def test_bad_url(url: Any, error: type[Exception], match: str) -> None:
         ({"ssl": True}, TypeError, "ssl"),
         ({"ssl": ssl.create_default_context()}, ValueError, "ssl is given but url is ws://"),
         ({"reconnect_on_normal_close": 1}, TypeError, "reconnect_on_normal_close"),
+        ({"decode": "no"}, TypeError, "decode must be a bool"),
+        ({"text": True, "decode": False}, ValueError, "text=True and decode=False contradict"),
         ({"close_actions": {999: "stop"}}, ValueError, "close_actions key"),
         ({"close_actions": {4001: "retry"}}, ValueError, r"close_actions\[4001\]"),
         ({"close_actions": [(4001, "stop")]}, TypeError, "close_actions"),

@@ -303,3 +303,30 @@ async def test_a_close_that_came_behind_a_full_early_queue_is_answered_after_its
     assert [message[:4] for message in seen] == [f"{number:04d}" for number in range(50)]
     assert [(end.code, end.reason, end.closed_by) for end in ends] == [(4001, "bye", "server")]
     assert client.stats.messages_in == 50
+
+
+async def test_decode_false_delivers_text_as_the_bytes_sent_unchecked(transport: str) -> None:
+    """For a parser that reads bytes: no str is made, and text that is not UTF-8 does not end the session."""
+    not_utf8 = b"\xff\xfe price"
+
+    async def mixed(connection: ServerConnection) -> None:
+        await connection.send("héllo")
+        await connection.send(["frag", "mented"])
+        await connection.send(b"\x00\x01")
+        # A text frame that is not UTF-8: websockets' server would refuse to send it, so it is written raw.
+        connection.protocol.send_text(not_utf8)
+        connection.transport.write(b"".join(connection.protocol.data_to_send()))
+        await connection.send("after")
+        await connection.wait_closed()
+
+    async with (
+        FlakyServer(handler=mixed) as server,
+        asyncio.timeout(BOUND),
+        wsclient.Client(server.url, decode=False, **fast()) as client,
+    ):
+        received = [await client.recv() for _ in range(5)]
+        assert client.session is not None
+        assert client.session.is_open
+    assert received == ["héllo".encode(), b"fragmented", b"\x00\x01", not_utf8, b"after"]
+    assert client.stats.messages_in == 5
+    assert client.stats.sessions == 1

@@ -47,12 +47,12 @@ _DEFAULT_COMPRESSION: Any = object()
 
 _DATA_TYPES = (str, bytes, bytearray, memoryview)
 
-M = TypeVar("M", str, Data, default=Data)
-"""What the client delivers: ``str`` with ``text=True``, else ``str | bytes``."""
+M = TypeVar("M", str, bytes, Data, default=Data)
+"""What the client delivers: ``str`` with ``text=True``, ``bytes`` with ``decode=False``, else ``str | bytes``."""
 
 
 class Options(TypedDict, total=False):
-    """The keyword arguments of :class:`Client` besides ``url``, ``text`` and ``on_message``, for its overloads."""
+    """The keyword arguments of :class:`Client` besides ``url``, ``text``, ``decode`` and ``on_message``."""
 
     on_connect: OnConnect | None
     on_disconnect: OnDisconnect | None
@@ -91,7 +91,9 @@ class Client(Generic[M]):
     With ``text=True`` every message is a ``str`` (binary frames are decoded
     as UTF-8; one that is not ends the session with 1007), and the type
     checker knows it: ``Client(url, text=True)`` is a ``Client[str]`` whose
-    ``on_message`` may take a ``str``.
+    ``on_message`` may take a ``str``. With ``decode=False`` every message is
+    ``bytes``: text messages arrive as the server sent them, neither decoded
+    nor checked as UTF-8 (for a parser that reads bytes, such as ``orjson``).
     """
 
     @overload
@@ -106,10 +108,22 @@ class Client(Generic[M]):
 
     @overload
     def __init__(
+        self: Client[bytes],
+        url: UrlSource,
+        *,
+        text: Literal[False] = False,
+        decode: Literal[False],
+        on_message: Callable[[bytes], Awaitable[None] | None] | None = None,
+        **options: Unpack[Options],
+    ) -> None: ...
+
+    @overload
+    def __init__(
         self: Client[Data],
         url: UrlSource,
         *,
         text: Literal[False] = False,
+        decode: Literal[True] = True,
         on_message: MessageHandler | None = None,
         **options: Unpack[Options],
     ) -> None: ...
@@ -119,6 +133,7 @@ class Client(Generic[M]):
         url: UrlSource,
         *,
         text: bool = False,
+        decode: bool = True,
         on_connect: OnConnect | None = None,
         on_message: Callable[[Any], Awaitable[None] | None] | None = None,
         on_disconnect: OnDisconnect | None = None,
@@ -173,6 +188,7 @@ class Client(Generic[M]):
             max_size=max_size,
             max_queue=max_queue,
             text=text,
+            decode=decode,
             transport=transport,
         )
         self.stats = Stats()

@@ -130,6 +130,7 @@ class ClientConfig:
     max_size: int | None = 2**20
     max_queue: int = 16
     text: bool = False
+    decode: bool = True
     transport: str = "websockets"
 
     def __post_init__(self) -> None:
@@ -174,6 +175,10 @@ class ClientConfig:
                 raise ValueError("transport='picows' needs picows: pip install 'wsclient[fast]'")
         if not isinstance(self.text, bool):
             raise TypeError(f"text must be a bool, got {self.text!r}")
+        if not isinstance(self.decode, bool):
+            raise TypeError(f"decode must be a bool, got {self.decode!r}")
+        if self.text and not self.decode:
+            raise ValueError("text=True and decode=False contradict each other: text=True decodes every message")
         if not isinstance(self.reconnect_on_normal_close, bool):
             raise TypeError(f"reconnect_on_normal_close must be a bool, got {self.reconnect_on_normal_close!r}")
         if self.headers is not None and not (isinstance(self.headers, Mapping) or callable(self.headers)):

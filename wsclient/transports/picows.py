@@ -82,6 +82,7 @@ class PicowsTransport(WSListener):
         "_call",
         "_close_timeout",
         "_close_timer",
+        "_decoded",
         "_direct",
         "_disconnected",
         "_drained",
@@ -99,7 +100,6 @@ class PicowsTransport(WSListener):
         "_reading_paused",
         "_sink",
         "_stats",
-        "_text",
         "_wake",
         "_write_paused",
         "is_open",
@@ -116,7 +116,8 @@ class PicowsTransport(WSListener):
         self.loop = loop
         self.raw: WSTransport | None = None
         self._limit = _NO_LIMIT if config.max_size is None else config.max_size
-        self._text = config.text
+        # The kinds of message delivered as str: text (the default), text and binary (text=True), none (decode=False).
+        self._decoded: tuple[WSMsgType, ...] = (_TEXT, _BINARY) if config.text else (_TEXT,) if config.decode else ()
         self._close_timeout = config.close_timeout
         self.last_rx = self.last_drain = loop.time()
         self._paused_at = 0.0
@@ -289,13 +290,13 @@ class PicowsTransport(WSListener):
         """One Python call per frame: a whole message of one frame goes to the handler or the queue from here."""
         if frame.fin and frame.payload_size <= self._plain_limit:
             kind = frame.msg_type
-            if kind is _TEXT or (kind is _BINARY and self._text):
+            if kind in self._decoded:
                 try:
                     message: Data = frame.get_payload_as_utf8_text()
                 except UnicodeDecodeError:
                     self._rare(frame, 1007)
                     return
-            elif kind is _BINARY:
+            elif kind is _BINARY or kind is _TEXT:
                 message = frame.get_payload_as_bytes()
             else:
                 self._rare(frame)
@@ -454,13 +455,11 @@ class PicowsTransport(WSListener):
         kind, self._parts_type, self._parts, self._parts_size = self._parts_type, None, [], 0
         self._plain_limit = self._limit
         message: Data = data
-        if kind is _TEXT or self._text:
+        if kind in self._decoded:
             try:
                 message = data.decode()
             except UnicodeDecodeError:
-                self._fail(
-                    1007, "invalid UTF-8 in a text message" if kind is _TEXT else "binary message is not UTF-8 text"
-                )
+                self._fail(1007, _NOT_UTF8[kind is _TEXT])
                 return
         if (stats := self._stats) is not None:
             stats.messages_in += 1

@@ -79,12 +79,15 @@ class WebsocketsTransport:
 
     pushes = False
 
-    def __init__(self, connection: TrackedConnection, text: bool) -> None:
+    def __init__(self, connection: TrackedConnection, text: bool, decode: bool = True) -> None:
         self.raw = connection
         self.loop = connection.loop
         self.protocol = connection.protocol
         # With text=True, binary frames are decoded as UTF-8 too: the application gets str only.
-        self.recv: Callable[[], Awaitable[Data]] = partial(connection.recv, True) if text else connection.recv
+        # With decode=False, text frames stay bytes: neither decoded nor checked.
+        self.recv: Callable[[], Awaitable[Data]] = (
+            partial(connection.recv, True) if text else connection.recv if decode else partial(connection.recv, False)
+        )
         self.send: Callable[..., Awaitable[None]] = connection.send
         # Compressed frames were let through with some slack: the session checks the message itself.
         self.checks_message_size = not connection.protocol.extensions
@@ -200,4 +203,4 @@ async def connect_websockets(
     )
     assert isinstance(connection, TrackedConnection)
     connection.last_rx = connection.last_drain = connection.loop.time()
-    return WebsocketsTransport(connection, config.text)
+    return WebsocketsTransport(connection, config.text, config.decode)
