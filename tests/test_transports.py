@@ -12,6 +12,7 @@ import pytest
 import trustme
 from helpers import fast, until
 from websockets.asyncio.server import ServerConnection
+from websockets.frames import Frame, Opcode
 
 import wsclient
 import wsclient.sync
@@ -121,6 +122,7 @@ def test_compression_is_websockets_only(transport: str) -> None:
 
 
 BURST = 600
+FRAGMENTED = 301  # a multiple of 7: the handler below returns an awaitable for it
 
 
 async def burst(connection: ServerConnection) -> None:
@@ -129,7 +131,7 @@ async def burst(connection: ServerConnection) -> None:
     protocol = connection.protocol
     for number in range(BURST):
         text = str(number).encode()
-        if number == BURST // 2:
+        if number == FRAGMENTED:
             protocol.send_text(text[:1], fin=False)
             protocol.send_continuation(text[1:], fin=True)
         else:
@@ -330,3 +332,32 @@ async def test_decode_false_delivers_text_as_the_bytes_sent_unchecked(transport:
     assert received == ["héllo".encode(), b"fragmented", b"\x00\x01", not_utf8, b"after"]
     assert client.stats.messages_in == 5
     assert client.stats.sessions == 1
+
+
+@pytest.mark.parametrize(
+    ("frames", "code"),
+    [
+        ([Frame(Opcode.TEXT, b"caf\xc3", fin=False), Frame(Opcode.CONT, b"(")], 1007),
+        ([Frame(Opcode.CONT, b"orphan")], 1002),
+        ([Frame(Opcode.TEXT, b"one", fin=False), Frame(Opcode.TEXT, b"two")], 1002),
+    ],
+    ids=["fragmented_text_not_utf8", "continuation_without_a_message", "new_message_inside_another"],
+)
+async def test_a_broken_fragmented_message_fails_the_connection_from_the_client(
+    transport: str, frames: list[Frame], code: int
+) -> None:
+    """What websockets' server never sends, written as frames: the client fails the session, fatally."""
+
+    async def broken(connection: ServerConnection) -> None:
+        await connection.send("before")
+        connection.transport.write(b"".join(frame.serialize(mask=False) for frame in frames))
+        await connection.wait_closed()
+
+    async with FlakyServer(handler=broken) as server:
+        client = wsclient.Client(server.url, **fast())
+        async with asyncio.timeout(BOUND), client:
+            assert await client.recv() == "before"
+            with pytest.raises(wsclient.FatalCloseError) as caught:
+                await client.recv()
+    assert (caught.value.code, caught.value.closed_by) == (code, "client")
+    assert server.accepted == 1

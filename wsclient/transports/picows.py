@@ -275,8 +275,6 @@ class PicowsTransport(WSListener):
                     stats.messages_in += 1
                 self._deliver(message)
             self._check_full()
-        if self._reading_paused:
-            queue.when_room(self._resume_reading)
         if not self._disconnected:
             self._wake = self.loop.create_future()
             await self._wake
@@ -408,7 +406,11 @@ class PicowsTransport(WSListener):
         if not self._reading_paused and not self._disconnected and self.raw is not None:
             self._reading_paused = True
             self.raw.underlying_transport.pause_reading()
-            self._queue.when_room(self._resume_reading)
+            self._queue.when_room(self._room_made)
+
+    def _room_made(self) -> None:
+        # Asked again of the queue messages go to now: the session may have taken over from on_connect's.
+        self._queue.when_room(self._resume_reading)
 
     def _control(self, frame: WSFrame) -> None:
         kind = frame.msg_type
