@@ -154,7 +154,7 @@ async def recv_picows(url: str) -> int:
     """Raw picows, reading every payload as any real consumer must (a frame's data lives only in the callback)."""
     from picows import WSListener, WSMsgType, ws_connect
 
-    class CountingListener(WSListener):  # type: ignore[misc]
+    class CountingListener(WSListener):
         count = 0
         last: str = ""
 
@@ -167,6 +167,7 @@ async def recv_picows(url: str) -> int:
                 transport.disconnect()
 
     transport, listener = await ws_connect(CountingListener, url, max_frame_size=1 << 30)
+    assert isinstance(listener, CountingListener)
     await transport.wait_disconnected()
     return int(listener.count)
 
@@ -196,7 +197,7 @@ async def recv_websocket_client(url: str) -> int:
 
     Its UTF-8 check is pure Python unless ``wsaccel`` is installed (hundreds of times slower at 4 KiB): skipped.
     """
-    import websocket
+    import websocket  # type: ignore[import-not-found,unused-ignore]
 
     def receive() -> int:
         ws = websocket.create_connection(url, enable_multithread=False, skip_utf8_validation=True)
@@ -305,7 +306,7 @@ async def send_picows(url: str, payload: str, count: int) -> None:
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
 
-    class Sender(WSListener):  # type: ignore[misc]
+    class Sender(WSListener):
         drained: asyncio.Future[None] | None = None
 
         def on_ws_frame(self, transport: Any, frame: Any) -> None:
@@ -321,6 +322,7 @@ async def send_picows(url: str, payload: str, count: int) -> None:
                 self.drained = None
 
     transport, listener = await ws_connect(Sender, url)
+    assert isinstance(listener, Sender)
     for _ in range(count):
         # Encoded per message, as a sender of messages that differ must.
         transport.send(WSMsgType.TEXT, payload.encode())
@@ -397,7 +399,7 @@ async def echo_picows(url: str, count: int) -> list[float]:
 
     loop = asyncio.get_running_loop()
 
-    class Echo(WSListener):  # type: ignore[misc]
+    class Echo(WSListener):
         reply: asyncio.Future[str] | None = None
 
         def on_ws_frame(self, transport: Any, frame: Any) -> None:
@@ -405,6 +407,7 @@ async def echo_picows(url: str, count: int) -> list[float]:
                 self.reply.set_result(frame.get_payload_as_utf8_text())
 
     transport, listener = await ws_connect(Echo, url)
+    assert isinstance(listener, Echo)
     times = []
     for _ in range(count):
         started = time.perf_counter()
@@ -430,7 +433,7 @@ async def echo_wsclient_picows(url: str, count: int) -> list[float]:
 
 
 def echo_websocket_client_blocking(url: str, count: int) -> list[float]:
-    import websocket
+    import websocket  # type: ignore[import-not-found,unused-ignore]
 
     times = []
     ws = websocket.create_connection(url, enable_multithread=False, skip_utf8_validation=True)
