@@ -361,3 +361,62 @@ async def test_a_broken_fragmented_message_fails_the_connection_from_the_client(
                 await client.recv()
     assert (caught.value.code, caught.value.closed_by) == (code, "client")
     assert server.accepted == 1
+
+
+async def test_messages_before_a_close_in_the_same_read_reach_a_waiting_reader(transport: str) -> None:
+    """The reader waits in recv() while a read brings messages, a close and more: it gets the messages at once."""
+    got: list[wsclient.Data] = []
+
+    async def then_close(connection: ServerConnection) -> None:
+        if server.accepted > 1:
+            await connection.wait_closed()
+            return
+        await connection.recv()
+        protocol = connection.protocol
+        protocol.send_text(b"a")
+        protocol.send_text(b"b")
+        data = b"".join(protocol.data_to_send())
+        protocol.send_close(1012, "restarting")
+        data += b"".join(protocol.data_to_send())
+        # A frame after the close: the client must ignore it.
+        data += Frame(Opcode.TEXT, b"after the close").serialize(mask=False)
+        connection.transport.write(data)
+        await connection.wait_closed()
+
+    server = FlakyServer(handler=then_close)
+    async with server, asyncio.timeout(BOUND), wsclient.Client(server.url, **fast()) as client:
+        reading = asyncio.create_task(client.recv())
+        await client.send("go")
+        got.append(await reading)
+        got.append(await client.recv())
+        await server.wait_for_connections(2)
+    assert got == ["a", "b"]
+    assert client.stats.last_close_code == 1012
+    assert client.stats.messages_in == 2
+
+
+async def test_the_messages_before_a_frame_that_cannot_be_parsed_are_delivered(transport: str) -> None:
+    """A broken frame after good ones in one write: the reader gets the good ones, the session fails with 1002."""
+
+    async def then_garbage(connection: ServerConnection) -> None:
+        if server.accepted > 1:
+            await connection.wait_closed()
+            return
+        await connection.recv()
+        good = b"".join(Frame(Opcode.TEXT, text).serialize(mask=False) for text in (b"a", b"b", b"c"))
+        connection.transport.write(good + b"\x83\x00")  # opcode 3 is reserved
+        await connection.wait_closed()
+
+    server = FlakyServer(handler=then_garbage)
+    async with (
+        server,
+        asyncio.timeout(BOUND),
+        wsclient.Client(server.url, close_actions={1002: "reconnect"}, **fast()) as client,
+    ):
+        reading = asyncio.create_task(client.recv())
+        await client.send("go")
+        first = await reading
+        await server.wait_for_connections(2)
+        rest = [await client.recv() for _ in range(client.stats.messages_in - 1)]
+    assert [first, *rest] in (["a"], ["a", "b"], ["a", "b", "c"])
+    assert client.stats.last_close_code == 1002

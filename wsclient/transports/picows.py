@@ -82,12 +82,12 @@ class PicowsTransport(WSListener):
         "_call",
         "_close_timeout",
         "_close_timer",
+        "_deaf",
         "_decoded",
         "_direct",
         "_disconnected",
         "_drained",
         "_early",
-        "_failed",
         "_limit",
         "_parts",
         "_parts_size",
@@ -126,7 +126,8 @@ class PicowsTransport(WSListener):
         self._reading_paused = False
         self.is_open = True
         """Whether the connection is open: neither closing nor closed (an attribute: the send path reads it twice)."""
-        self._failed: Close | None = None
+        # Nothing more is delivered: the peer's close frame came, or this side failed the connection.
+        self._deaf = False
         self._close_timer: asyncio.TimerHandle | None = None
         # Fragments of the message being reassembled, and its type (None between messages).
         self._parts: list[bytes] = []
@@ -328,6 +329,9 @@ class PicowsTransport(WSListener):
             self._pongs.popleft()[0].cancel()
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
+        if self._append is not None:
+            # A read cut short (a frame picows could not parse) left messages without waking their reader.
+            self._queue.fed()
         if self._early is not None:
             self._early.close(self.end_record())
         if self._wake is not None and not self._wake.done():
@@ -416,6 +420,8 @@ class PicowsTransport(WSListener):
         kind = frame.msg_type
         if kind is _CLOSE:
             code = frame.get_close_code()
+            # What a peer sends after its close frame is not read (RFC 6455, section 5.5.1).
+            self._deaf, self._plain_limit = True, -1
             if self._early is not None:
                 self._deliver(_Deferred(partial(self._answer_close, code)))
             else:
@@ -430,8 +436,8 @@ class PicowsTransport(WSListener):
         # A ping is answered by picows itself.
 
     def _fragment(self, frame: WSFrame) -> None:
-        if self._failed is not None:
-            return  # failing: nothing more is delivered
+        if self._deaf:
+            return
         kind = frame.msg_type
         if kind is _CLOSE or kind is _PONG or kind is WSMsgType.PING:
             self._control(frame)
@@ -480,8 +486,7 @@ class PicowsTransport(WSListener):
 
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection from this side: send the close frame, deliver nothing more, wait for the answer."""
-        self._failed = Close(code, reason)
-        self._plain_limit = -1
+        self._deaf, self._plain_limit = True, -1
         self._parts, self._parts_size, self._parts_type = [], 0, None
         if self._early is not None:
             self._deliver(_Deferred(partial(self._send_close, code, reason)))
