@@ -2,7 +2,8 @@
 
 A session owns one ``asyncio.TaskGroup``: the heartbeat, the idle watchdog,
 the sender and the consumer live and die with it, so no task of a previous
-connection survives a reconnect. It talks to its connection only through a
+connection survives a reconnect. The sender is a task only while the outbox
+holds messages: an idle session waits in its consumer alone. It talks to its connection only through a
 :class:`wsclient.transports.Transport`, and turns the transport's end record
 into a :class:`SessionEnd`, once.
 """
@@ -164,6 +165,8 @@ class Session:
         """Requests this session wrote whose reply has not come: its end fails them."""
         self._over = False
         self._tg: asyncio.TaskGroup | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._outbox: Outbox[Data] | None = None
         self._hook_reader: asyncio.Task[None] | None = None
         self._held: Inbox[Data] | None = None
         self._timers: list[HeartbeatTimer | IdleTimer] = []
@@ -363,7 +366,6 @@ class Session:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                watchers: list[asyncio.Task[None]] = []
                 # Timers, not sleeping tasks: an idle session holds a timer handle for each.
                 timers: list[HeartbeatTimer | IdleTimer] = []
                 self._timers = timers
@@ -374,12 +376,14 @@ class Session:
                 for timer in timers:
                     timer.start()
                 try:
-                    end = await self._main(tg, on_connect, on_ready, deliver, outbox, watchers)
+                    end = await self._main(on_connect, on_ready, deliver, outbox)
                 finally:
                     for timer in timers:
                         timer.stop()
-                for task in watchers:
-                    task.cancel()
+                    if outbox.on_add == self._start_sender:
+                        outbox.on_add = None
+                if (sender := self._sender) is not None:
+                    sender.cancel()
         finally:
             self.ready = False
             self._tg = None
@@ -390,12 +394,10 @@ class Session:
 
     async def _main(
         self,
-        tg: asyncio.TaskGroup,
         on_connect: Callable[[Session], Awaitable[None]] | None,
         on_ready: Callable[[Session], None],
         deliver: Deliver,
         outbox: Outbox[Data],
-        watchers: list[asyncio.Task[None]],
     ) -> SessionEnd:
         if on_connect is not None:
             try:
@@ -411,8 +413,13 @@ class Session:
                     await asyncio.wait({reader})
         on_ready(self)
         self.flushing = True
-        sender = tg.create_task(self._flush(outbox), name=f"wsclient-sender-{self.id}")
-        watchers.append(sender)
+        self._outbox = outbox
+        outbox.on_add = self._start_sender
+        if outbox.queue:
+            self._start_sender()
+        else:
+            self.ready = True
+            outbox.wake()
         return await self._consume(deliver)
 
     async def _run_on_connect(self, on_connect: Callable[[Session], Awaitable[None]]) -> None:
@@ -460,16 +467,31 @@ class Session:
         )
         self.abort(cause)
 
-    async def _flush(self, outbox: Outbox[Data]) -> None:
-        """Write the outbox in order, then keep writing whatever is buffered behind live sends.
+    def _start_sender(self) -> None:
+        """Start the sender unless it runs: the outbox holds messages and this session flushes them."""
+        if self._sender is not None or (tg := self._tg) is None or (outbox := self._outbox) is None:
+            return
+        if not self.transport.is_open:
+            return  # the session is ending: what is buffered waits for the next one
+        coro = self._flush(outbox)
+        try:
+            self._sender = tg.create_task(coro, name=f"wsclient-sender-{self.id}")
+        except RuntimeError:
+            # The group is shutting down (a task failed): the messages stay buffered for the next session.
+            coro.close()
 
+    async def _flush(self, outbox: Outbox[Data]) -> None:
+        """Write the outbox in order until it is empty, then end: the next buffered message starts a new sender.
+
+        Until the outbox was first emptied, ``ready`` is False and sends are
+        buffered behind it, so buffered messages go out before direct sends.
         A popped message is this task's to account for: written, or
         interrupted when the connection breaks or the task is cancelled
         while the write drains (the frame is already in the transport then).
         """
         transport, stats = self.transport, self._stats
         send = transport.send
-        while True:
+        try:
             while len(outbox):
                 if not transport.is_open:
                     return
@@ -496,7 +518,8 @@ class Session:
             if not self.ready:
                 self.ready = True
                 outbox.wake()
-            await outbox.wait_for_items()
+        finally:
+            self._sender = None
 
     async def _consume(self, deliver: Deliver) -> SessionEnd:
         recv, stats = self._recv, self._stats

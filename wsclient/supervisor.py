@@ -223,6 +223,8 @@ class Supervisor:
             self._open = False
             self._mark_down()
         if config.on_disconnect is not None:
+            # One loop step first: the callers of the requests this session failed see it before the hook runs.
+            await asyncio.sleep(0)
             await self._run_on_disconnect(config.on_disconnect, session, end, log)
         if session.hook_error is not None:
             error = session.hook_error
