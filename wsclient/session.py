@@ -161,8 +161,8 @@ class Session:
         self.hook_error: Exception | None = None
         """What ``on_connect`` raised, if it failed; the supervisor decides what follows."""
         self._requests = requests
-        self.bound: set[Request] = set()
-        """Requests this session wrote whose reply has not come: its end fails them."""
+        self.bound: set[Request] | None = None
+        """Requests this session wrote whose reply has not come: its end fails them (made by the first)."""
         self._over = False
         self._tg: asyncio.TaskGroup | None = None
         self._sender: asyncio.Task[None] | None = None
@@ -265,6 +265,8 @@ class Session:
             return False
         request.sent = True
         request.session = self
+        if self.bound is None:
+            self.bound = set()
         self.bound.add(request)
         return True
 
@@ -272,7 +274,7 @@ class Session:
         """This session ended: fail every request it carried whose reply has not come."""
         self._over = True
         if self.bound and self._requests is not None:
-            bound, self.bound = self.bound, set()
+            bound, self.bound = self.bound, None
             self._requests.interrupt(bound, self.id, self.end_now())
 
     def _read_during_hook(self) -> None:
