@@ -378,7 +378,11 @@ class Session:
                 for timer in timers:
                     timer.start()
                 try:
-                    end = await self._main(on_connect, on_ready, deliver, outbox)
+                    # Not one coroutine around both steps: an idle session keeps only the consumer's frame.
+                    end = None if on_connect is None else await self._hook(on_connect)
+                    if end is None:
+                        self._opened(on_ready, outbox)
+                        end = await self._consume(deliver)
                 finally:
                     for timer in timers:
                         timer.stop()
@@ -394,25 +398,23 @@ class Session:
             self._interrupt_requests()
         return end
 
-    async def _main(
-        self,
-        on_connect: Callable[[Session], Awaitable[None]] | None,
-        on_ready: Callable[[Session], None],
-        deliver: Deliver,
-        outbox: Outbox[Data],
-    ) -> SessionEnd:
-        if on_connect is not None:
-            try:
-                await self._run_on_connect(on_connect)
-            except Exception as exc:
-                self.hook_error = exc
-                await self.close(1000, "on_connect failed")
-                return await self._ended()
-            finally:
-                if (reader := self._hook_reader) is not None:
-                    # Cancelling websockets' recv() loses no message: the consumer reads on from here.
-                    reader.cancel()
-                    await asyncio.wait({reader})
+    async def _hook(self, on_connect: Callable[[Session], Awaitable[None]]) -> SessionEnd | None:
+        """Run ``on_connect``; if it raised, keep the error in ``hook_error``, close, and say how the session ended."""
+        try:
+            await self._run_on_connect(on_connect)
+        except Exception as exc:
+            self.hook_error = exc
+            await self.close(1000, "on_connect failed")
+            return await self._ended()
+        finally:
+            if (reader := self._hook_reader) is not None:
+                # Cancelling websockets' recv() loses no message: the consumer reads on from here.
+                reader.cancel()
+                await asyncio.wait({reader})
+        return None
+
+    def _opened(self, on_ready: Callable[[Session], None], outbox: Outbox[Data]) -> None:
+        """``on_connect`` is done: report the session open and flush the outbox before any direct send."""
         on_ready(self)
         self.flushing = True
         self._outbox = outbox
@@ -422,7 +424,6 @@ class Session:
         else:
             self.ready = True
             outbox.wake()
-        return await self._consume(deliver)
 
     async def _run_on_connect(self, on_connect: Callable[[Session], Awaitable[None]]) -> None:
         """Run the hook, bounded by ``open_timeout`` so a server that never answers cannot stall the client."""
