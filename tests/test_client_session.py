@@ -97,6 +97,35 @@ async def test_the_sender_is_a_task_only_while_the_outbox_holds_messages(server:
         assert client.stats.sends_interrupted == 1
 
 
+async def test_a_send_behind_a_tombstone_on_an_open_session_starts_a_sender(server: FlakyServer) -> None:
+    # The flush ends once no live message is left, so an expired one may stay behind as a tombstone; a send
+    # then queues behind it, and only a sender started for that send writes it.
+    await server.stop()
+    async with asyncio.timeout(5):
+        client = wsclient.Client(server.url, **fast())
+        await client.start()
+        try:
+            await client.send("buffered")
+            await client.send("expires", ttl=MS)
+            await until(lambda: client.stats.expired == 1)
+            await server.start()
+            await client.wait_open()
+            await server.wait_for_received(1)
+            assert client.session is not None
+            await until(lambda: client.session is not None and client.session.ready and not session_tasks("sender"))
+            queue = client._outbox.queue
+            assert queue is not None
+            assert len(queue) == 1  # the tombstone
+            await client.send("after")
+            await server.wait_for_received(2)
+            assert server.received == ["buffered", "after"]
+            await until(lambda: not session_tasks("sender"))
+            assert client.stats.messages_out == 2
+            assert not client.unsent()
+        finally:
+            await client.close()
+
+
 async def test_on_connect_resubscribes_before_buffered_sends_and_before_messages(server: FlakyServer) -> None:
     async def subscribe(session: wsclient.Session) -> None:
         await session.send(json.dumps({"op": "subscribe", "session": session.id}))
