@@ -69,6 +69,28 @@ STOPPED = SessionEnd(1000, "", ClosedBy.CLIENT, Cause.USER_CLOSE, 0.0)
 class Supervisor:
     """Keeps one client connected: the loop behind ``Client``."""
 
+    __slots__ = (
+        "_config",
+        "_deliver",
+        "_down_at",
+        "_log",
+        "_number",
+        "_open",
+        "_opened_once",
+        "_opening",
+        "_outbox",
+        "_requests",
+        "_resume",
+        "_seed",
+        "_seeded",
+        "_set_state",
+        "_sleep",
+        "_ssl",
+        "_stats",
+        "_stopping",
+        "session",
+    )
+
     def __init__(
         self,
         config: ClientConfig,
