@@ -3,9 +3,9 @@
 A session owns one ``asyncio.TaskGroup``: the heartbeat, the idle watchdog,
 the sender and the consumer live and die with it, so no task of a previous
 connection survives a reconnect. The sender is a task only while the outbox
-holds messages: an idle session waits in its consumer alone. It talks to its connection only through a
-:class:`wsclient.transports.Transport`, and turns the transport's end record
-into a :class:`SessionEnd`, once.
+holds messages: an idle session waits in its consumer alone. A session talks
+to its connection only through a :class:`wsclient.transports.Transport`, and
+turns the transport's end record into a :class:`SessionEnd`, once.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ class Session:
         self.ready = False
         """True once ``on_connect`` ran and the outbox was flushed: sends may go straight out."""
         self.flushing = False
-        """True once ``on_connect`` ran and the sender started writing the outbox."""
+        """True once ``on_connect`` ran: from then on, what is buffered is flushed by a sender."""
         self.hook_error: Exception | None = None
         """What ``on_connect`` raised, if it failed; the supervisor decides what follows."""
         self._requests = requests
