@@ -6,6 +6,7 @@ import asyncio
 import gc
 import itertools
 import json
+import os
 
 import pytest
 from helpers import MS, fast, until
@@ -22,14 +23,14 @@ def session_tasks(kind: str) -> dict[str, asyncio.Task[object]]:
     return {t.get_name(): t for t in asyncio.all_tasks() if t.get_name().startswith(f"wsclient-{kind}-")}
 
 
-async def test_reconnect_restarts_heartbeat_and_sender_and_the_old_ones_are_gone(server: FlakyServer) -> None:
+async def test_reconnect_restarts_heartbeat_and_the_old_one_is_gone(server: FlakyServer) -> None:
     heartbeat = wsclient.Heartbeat(interval=20 * MS, timeout=200 * MS)
     async with wsclient.Client(server.url, **fast(heartbeat=heartbeat, idle_timeout=5.0)) as client:
         first = client.session
         assert first is not None
-        await until(lambda: len(session_tasks("sender")) == 1)
-        old = session_tasks("sender")
-        assert set(old) == {f"wsclient-sender-{first.id}"}
+        # Nothing buffered: the session is ready at once and runs no sender task.
+        assert first.ready
+        assert not session_tasks("sender")
         # The heartbeat and the idle watchdog are timers; a heartbeat task lives only while a beat waits for its pong.
         old_timers = first._timers
         assert [type(timer) for timer in old_timers] == [HeartbeatTimer, IdleTimer]
@@ -42,11 +43,8 @@ async def test_reconnect_restarts_heartbeat_and_sender_and_the_old_ones_are_gone
         second = client.session
         assert second is not None
         assert second.id != first.id
-        await until(lambda: f"wsclient-sender-{second.id}" in session_tasks("sender"))
-        assert all(task.done() for task in old.values())
         assert not any(timer.running for timer in old_timers)
         old_beats = old_timers[0].beats
-        assert set(session_tasks("sender")) == {f"wsclient-sender-{second.id}"}
         assert all(timer.running for timer in second._timers)
         # The new heartbeat beats, and only the new one.
         new = second._timers[0]
@@ -60,6 +58,72 @@ async def test_reconnect_restarts_heartbeat_and_sender_and_the_old_ones_are_gone
     assert not session_tasks("heartbeat")
     assert not session_tasks("sender")
     assert not any(timer.running for timer in second._timers)
+
+
+async def test_the_sender_is_a_task_only_while_the_outbox_holds_messages(server: FlakyServer) -> None:
+    async with wsclient.Client(server.url, **fast(compression=None, close_timeout=0.2)) as client:
+        first = client.session
+        assert first is not None
+        await client.send("direct")
+        assert await client.recv() == "direct"
+        assert first.ready
+        assert not session_tasks("sender")
+        await server.stop()
+        await until(lambda: client.session is None)
+        buffered = [os.urandom(256 * 1024) for _ in range(64)]
+        for message in buffered:
+            await client.send(message)
+        # The next connection never reads: the flush backs up and its sender stays visible.
+        server.stall_next()
+        await server.start()
+        await until(lambda: bool(session_tasks("sender")))
+        second = client.session
+        assert second is not None
+        assert set(session_tasks("sender")) == {f"wsclient-sender-{second.id}"}
+        assert not second.ready  # a send now waits behind the buffered messages
+        await client.send("after the buffered ones")
+        server.drop()
+        # The next session flushes what is left, in order, and its sender ends with the outbox empty.
+        await until(lambda: client.stats.sessions == 3 and not client.unsent(), timeout=10)
+        third = client.session
+        assert third is not None
+        await until(lambda: not session_tasks("sender"))
+        assert third.ready
+        await until(lambda: "after the buffered ones" in server.received)
+        # What the stalled connection took is lost; the rest arrived in order, the direct send last.
+        arrived = server.received[1:]
+        assert arrived == [*buffered[len(buffered) + 1 - len(arrived) :], "after the buffered ones"]
+        assert client.stats.messages_out + client.stats.sends_interrupted == len(buffered) + 2
+        assert client.stats.sends_interrupted == 1
+
+
+async def test_a_send_behind_a_tombstone_on_an_open_session_starts_a_sender(server: FlakyServer) -> None:
+    # The flush ends once no live message is left, so an expired one may stay behind as a tombstone; a send
+    # then queues behind it, and only a sender started for that send writes it.
+    await server.stop()
+    async with asyncio.timeout(5):
+        client = wsclient.Client(server.url, **fast())
+        await client.start()
+        try:
+            await client.send("buffered")
+            await client.send("expires", ttl=MS)
+            await until(lambda: client.stats.expired == 1)
+            await server.start()
+            await client.wait_open()
+            await server.wait_for_received(1)
+            assert client.session is not None
+            await until(lambda: client.session is not None and client.session.ready and not session_tasks("sender"))
+            queue = client._outbox.queue
+            assert queue is not None
+            assert len(queue) == 1  # the tombstone
+            await client.send("after")
+            await server.wait_for_received(2)
+            assert server.received == ["buffered", "after"]
+            await until(lambda: not session_tasks("sender"))
+            assert client.stats.messages_out == 2
+            assert not client.unsent()
+        finally:
+            await client.close()
 
 
 async def test_on_connect_resubscribes_before_buffered_sends_and_before_messages(server: FlakyServer) -> None:
@@ -361,22 +425,16 @@ async def test_a_peer_that_sends_but_no_longer_reads_is_dead_after_missed_pongs(
     assert first_end["cause"] == "heartbeat_timeout"
 
 
-async def test_an_idle_client_holds_two_tasks_no_retry_loop_and_no_empty_queues(server: FlakyServer) -> None:
-    # What an idle connection costs: the supervisor (running the session) and the sender wait; the heartbeat
-    # and idle watchdog are timers; the retry loop, the queues and the outage history are made when needed.
+async def test_an_idle_client_holds_one_task_no_retry_loop_and_no_empty_queues(server: FlakyServer) -> None:
+    # What an idle connection costs: the supervisor, running the session, waits; the heartbeat and idle
+    # watchdog are timers; the sender, the retry loop, the queues and the outage history are made when needed.
     heartbeat = wsclient.Heartbeat(interval=60.0, timeout=10.0)
     clients = [wsclient.Client(server.url, **fast(heartbeat=heartbeat, idle_timeout=60.0)) for _ in range(3)]
     try:
         for client in clients:
             await client.__aenter__()
-        await until(lambda: len(session_tasks("sender")) == len(clients))
         tasks = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("wsclient-")]
-        assert sorted(tasks) == sorted(
-            name
-            for client in clients
-            if client.session is not None
-            for name in ("wsclient-supervisor", f"wsclient-sender-{client.session.id}")
-        )
+        assert tasks == ["wsclient-supervisor"] * len(clients)
         gc.collect()  # a finished retry loop is a reference cycle: garbage, but only the collector frees it
         # Only these clients' loops count: a stopped client keeps its loop in the traceback of its error.
         supervisors = [client._supervisor for client in clients]

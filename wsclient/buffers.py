@@ -221,17 +221,18 @@ class Outbox(Generic[T]):
     it, or until tombstones outnumber live messages and the queue is compacted.
     """
 
-    __slots__ = ("_closed", "_dead", "_nonempty", "_space", "_stats", "limit", "queue")
+    __slots__ = ("_closed", "_dead", "_space", "_stats", "limit", "on_add", "queue")
 
     def __init__(self, limit: int, stats: Stats) -> None:
         self.queue: deque[T | Envelope] | None = None
         """Buffered messages and tombstones, oldest first (``None`` until the first); change it via the methods."""
         self.limit = limit
         self._stats = stats
-        self._nonempty = Waiters()
         self._space = Waiters()
         self._closed = False
         self._dead = 0
+        self.on_add: Callable[[], None] | None = None
+        """Called after each message is buffered: the flushing session starts its sender (no task waits here)."""
 
     def __len__(self) -> int:
         """Live messages: tombstones do not count."""
@@ -273,7 +274,8 @@ class Outbox(Generic[T]):
             self.queue = deque()
         self.queue.append(item)
         self._stats.buffered = len(self)
-        self._nonempty.wake_one()
+        if (on_add := self.on_add) is not None:
+            on_add()
 
     def pop(self) -> T | Envelope | None:
         """Remove and return the oldest live item, dropping tombstones before it; ``None`` if only tombstones were left.
@@ -316,7 +318,6 @@ class Outbox(Generic[T]):
             if type(item) is Envelope and item.timer is not None:
                 item.timer.cancel()
         self._space.wake_all()
-        self._nonempty.wake_all()
 
     def wake(self) -> None:
         """Wake every task waiting for space so it can look at the client's state again."""
@@ -335,11 +336,6 @@ class Outbox(Generic[T]):
         """Return once every buffered message was written, or once the outbox is closed."""
         while len(self) and not self._closed:
             await self._space.wait()
-
-    async def wait_for_items(self) -> None:
-        """Return once a live message is buffered: tombstones alone leave nothing to send."""
-        while not len(self):
-            await self._nonempty.wait()
 
 
 Deliver = Inbox[Any] | Callable[[Any], Awaitable[None]]

@@ -256,18 +256,24 @@ class Client(Generic[M]):
     async def wait_open(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - the public contract
         """Wait until a session is open; raise why the client stopped if it stops first.
 
-        Raises ``TimeoutError`` after ``timeout`` seconds.
+        A session that opened and ended, after which the client stopped (a
+        server that accepts, then closes with 1000), counts as open: its end
+        is what ``recv()`` and ``wait_closed()`` report. Raises ``TimeoutError``
+        after ``timeout`` seconds.
         """
         if self._state is State.OPEN:
             return
         task = self._task
         if task is None:
             raise RuntimeError("client is not started: use 'async with client' or 'await client.start()'")
+        sessions = self.stats.sessions
         async with asyncio.timeout(timeout):
             # A session may open and end before this task looks: keep waiting until one is open now.
             while not self._is_open():
-                if task.done() or self._closing:
+                if self._closing or (task.done() and self.stats.sessions == sessions):
                     raise self._stopped_error()
+                if task.done():
+                    return
                 opened = asyncio.create_task(self._supervisor.wait_opened())
                 try:
                     await asyncio.wait({opened, task}, return_when=asyncio.FIRST_COMPLETED)

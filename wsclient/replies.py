@@ -112,7 +112,8 @@ class Requests:
         if request is None or request.session is not session:
             return False
         del self.pending[key]
-        session.bound.discard(request)
+        if session.bound is not None:
+            session.bound.discard(request)
         self._stats.replies += 1
         if not request.future.done():
             request.future.set_result(message)
@@ -130,7 +131,7 @@ class Requests:
         """
         if self.pending.get(request.key) is request:
             del self.pending[request.key]
-        if request.session is not None:
+        if request.session is not None and request.session.bound is not None:
             request.session.bound.discard(request)
         envelope = request.envelope
         request.envelope = None

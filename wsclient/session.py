@@ -2,9 +2,10 @@
 
 A session owns one ``asyncio.TaskGroup``: the heartbeat, the idle watchdog,
 the sender and the consumer live and die with it, so no task of a previous
-connection survives a reconnect. It talks to its connection only through a
-:class:`wsclient.transports.Transport`, and turns the transport's end record
-into a :class:`SessionEnd`, once.
+connection survives a reconnect. The sender is a task only while the outbox
+holds messages: an idle session waits in its consumer alone. A session talks
+to its connection only through a :class:`wsclient.transports.Transport`, and
+turns the transport's end record into a :class:`SessionEnd`, once.
 """
 
 from __future__ import annotations
@@ -156,14 +157,16 @@ class Session:
         self.ready = False
         """True once ``on_connect`` ran and the outbox was flushed: sends may go straight out."""
         self.flushing = False
-        """True once ``on_connect`` ran and the sender started writing the outbox."""
+        """True once ``on_connect`` ran: from then on, what is buffered is flushed by a sender."""
         self.hook_error: Exception | None = None
         """What ``on_connect`` raised, if it failed; the supervisor decides what follows."""
         self._requests = requests
-        self.bound: set[Request] = set()
-        """Requests this session wrote whose reply has not come: its end fails them."""
+        self.bound: set[Request] | None = None
+        """Requests this session wrote whose reply has not come: its end fails them (made by the first)."""
         self._over = False
         self._tg: asyncio.TaskGroup | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._outbox: Outbox[Data] | None = None
         self._hook_reader: asyncio.Task[None] | None = None
         self._held: Inbox[Data] | None = None
         self._timers: list[HeartbeatTimer | IdleTimer] = []
@@ -262,6 +265,8 @@ class Session:
             return False
         request.sent = True
         request.session = self
+        if self.bound is None:
+            self.bound = set()
         self.bound.add(request)
         return True
 
@@ -269,7 +274,7 @@ class Session:
         """This session ended: fail every request it carried whose reply has not come."""
         self._over = True
         if self.bound and self._requests is not None:
-            bound, self.bound = self.bound, set()
+            bound, self.bound = self.bound, None
             self._requests.interrupt(bound, self.id, self.end_now())
 
     def _read_during_hook(self) -> None:
@@ -363,7 +368,6 @@ class Session:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                watchers: list[asyncio.Task[None]] = []
                 # Timers, not sleeping tasks: an idle session holds a timer handle for each.
                 timers: list[HeartbeatTimer | IdleTimer] = []
                 self._timers = timers
@@ -374,12 +378,18 @@ class Session:
                 for timer in timers:
                     timer.start()
                 try:
-                    end = await self._main(tg, on_connect, on_ready, deliver, outbox, watchers)
+                    # Not one coroutine around both steps: an idle session keeps only the consumer's frame.
+                    end = None if on_connect is None else await self._hook(on_connect)
+                    if end is None:
+                        self._opened(on_ready, outbox)
+                        end = await self._consume(deliver)
                 finally:
                     for timer in timers:
                         timer.stop()
-                for task in watchers:
-                    task.cancel()
+                    if outbox.on_add == self._start_sender:
+                        outbox.on_add = None
+                if (sender := self._sender) is not None:
+                    sender.cancel()
         finally:
             self.ready = False
             self._tg = None
@@ -388,32 +398,32 @@ class Session:
             self._interrupt_requests()
         return end
 
-    async def _main(
-        self,
-        tg: asyncio.TaskGroup,
-        on_connect: Callable[[Session], Awaitable[None]] | None,
-        on_ready: Callable[[Session], None],
-        deliver: Deliver,
-        outbox: Outbox[Data],
-        watchers: list[asyncio.Task[None]],
-    ) -> SessionEnd:
-        if on_connect is not None:
-            try:
-                await self._run_on_connect(on_connect)
-            except Exception as exc:
-                self.hook_error = exc
-                await self.close(1000, "on_connect failed")
-                return await self._ended()
-            finally:
-                if (reader := self._hook_reader) is not None:
-                    # Cancelling websockets' recv() loses no message: the consumer reads on from here.
-                    reader.cancel()
-                    await asyncio.wait({reader})
+    async def _hook(self, on_connect: Callable[[Session], Awaitable[None]]) -> SessionEnd | None:
+        """Run ``on_connect``; if it raised, keep the error in ``hook_error``, close, and say how the session ended."""
+        try:
+            await self._run_on_connect(on_connect)
+        except Exception as exc:
+            self.hook_error = exc
+            await self.close(1000, "on_connect failed")
+            return await self._ended()
+        finally:
+            if (reader := self._hook_reader) is not None:
+                # Cancelling websockets' recv() loses no message: the consumer reads on from here.
+                reader.cancel()
+                await asyncio.wait({reader})
+        return None
+
+    def _opened(self, on_ready: Callable[[Session], None], outbox: Outbox[Data]) -> None:
+        """``on_connect`` is done: report the session open and flush the outbox before any direct send."""
         on_ready(self)
         self.flushing = True
-        sender = tg.create_task(self._flush(outbox), name=f"wsclient-sender-{self.id}")
-        watchers.append(sender)
-        return await self._consume(deliver)
+        self._outbox = outbox
+        outbox.on_add = self._start_sender
+        if outbox.queue:
+            self._start_sender()
+        else:
+            self.ready = True
+            outbox.wake()
 
     async def _run_on_connect(self, on_connect: Callable[[Session], Awaitable[None]]) -> None:
         """Run the hook, bounded by ``open_timeout`` so a server that never answers cannot stall the client."""
@@ -460,16 +470,31 @@ class Session:
         )
         self.abort(cause)
 
-    async def _flush(self, outbox: Outbox[Data]) -> None:
-        """Write the outbox in order, then keep writing whatever is buffered behind live sends.
+    def _start_sender(self) -> None:
+        """Start the sender unless it runs: the outbox holds messages and this session flushes them."""
+        if self._sender is not None or (tg := self._tg) is None or (outbox := self._outbox) is None:
+            return
+        if not self.transport.is_open:
+            return  # the session is ending: what is buffered waits for the next one
+        coro = self._flush(outbox)
+        try:
+            self._sender = tg.create_task(coro, name=f"wsclient-sender-{self.id}")
+        except RuntimeError:
+            # The group is shutting down (a task failed): the messages stay buffered for the next session.
+            coro.close()
 
+    async def _flush(self, outbox: Outbox[Data]) -> None:
+        """Write the outbox in order until it is empty, then end: the next buffered message starts a new sender.
+
+        Until the outbox was first emptied, ``ready`` is False and sends are
+        buffered behind it, so buffered messages go out before direct sends.
         A popped message is this task's to account for: written, or
         interrupted when the connection breaks or the task is cancelled
         while the write drains (the frame is already in the transport then).
         """
         transport, stats = self.transport, self._stats
         send = transport.send
-        while True:
+        try:
             while len(outbox):
                 if not transport.is_open:
                     return
@@ -496,7 +521,8 @@ class Session:
             if not self.ready:
                 self.ready = True
                 outbox.wake()
-            await outbox.wait_for_items()
+        finally:
+            self._sender = None
 
     async def _consume(self, deliver: Deliver) -> SessionEnd:
         recv, stats = self._recv, self._stats

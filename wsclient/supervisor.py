@@ -69,6 +69,28 @@ STOPPED = SessionEnd(1000, "", ClosedBy.CLIENT, Cause.USER_CLOSE, 0.0)
 class Supervisor:
     """Keeps one client connected: the loop behind ``Client``."""
 
+    __slots__ = (
+        "_config",
+        "_deliver",
+        "_down_at",
+        "_log",
+        "_number",
+        "_open",
+        "_opened_once",
+        "_opening",
+        "_outbox",
+        "_requests",
+        "_resume",
+        "_seed",
+        "_seeded",
+        "_set_state",
+        "_sleep",
+        "_ssl",
+        "_stats",
+        "_stopping",
+        "session",
+    )
+
     def __init__(
         self,
         config: ClientConfig,
@@ -223,6 +245,8 @@ class Supervisor:
             self._open = False
             self._mark_down()
         if config.on_disconnect is not None:
+            # One loop step first: the callers of the requests this session failed see it before the hook runs.
+            await asyncio.sleep(0)
             await self._run_on_disconnect(config.on_disconnect, session, end, log)
         if session.hook_error is not None:
             error = session.hook_error
