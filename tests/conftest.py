@@ -128,6 +128,7 @@ class _Scheduling(LoadScopeScheduling):
         return path if path.rpartition("/")[2] in ONE_WORKER else nodeid
 
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:
     return _Scheduling(config, log) if config.getvalue("dist") == "load" else None
 
