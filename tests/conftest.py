@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from helpers import MS
+from xdist.scheduler import LoadScopeScheduling
 
 import wsclient
 from wsclient.testing import FlakyServer
@@ -72,6 +73,123 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.path.name == "test_soak.py" and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(limit))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Move what the imports and the collection made out of the collector's sight, once.
+
+    ``clean_loop`` collects garbage after every test; without this, each of those
+    collections walks every module, class and parametrized case again (about 50 ms).
+    Objects the tests make are not frozen, so their cycles are collected and
+    reported as before.
+    """
+    gc.collect()
+    gc.freeze()
+    _plugins_before_the_tests.update(id(plugin) for plugin in session.config.pluginmanager.get_plugins())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Any:
+    """Run the soak with nothing frozen, so that the collector's automatic full collections keep their rhythm.
+
+    Python starts a full collection when the objects that survived the younger
+    generations reach a quarter of the old generation; frozen objects do not
+    count, so with them frozen those collections come far more often, and the
+    soak's timing is not the one its bounds were set with.
+    """
+    if item.path.name != "test_soak.py":
+        return (yield)
+    gc.unfreeze()
+    try:
+        return (yield)
+    finally:
+        gc.collect()
+        gc.freeze()
+
+
+ONE_WORKER = {"test_soak.py", "test_interop.py"}
+"""Test files that run whole on one worker under ``-n``.
+
+The soak's two runs take turns, as without ``-n``; each interop server process
+starts once, and the interop matrix is filled in one place.
+"""
+
+LAST = "test_soak.py"
+"""The file handed out last under ``-n``: the soak then shares the machine only with the last few tests.
+
+Its fault and reconnect floors assume most of a core; beside a busy worker it fired close to the floor.
+"""
+
+
+class _Scheduling(LoadScopeScheduling):
+    """xdist's ``load`` scheduling (each test to the next free worker), but each file of ``ONE_WORKER`` whole.
+
+    xdist hands out the largest units first, so the interop tests start at once; the soak waits for the rest.
+    """
+
+    def _split_scope(self, nodeid: str) -> str:
+        path = nodeid.split("::", 1)[0]
+        return path if path.rpartition("/")[2] in ONE_WORKER else nodeid
+
+    def _assign_work_unit(self, node: Any) -> None:
+        first = next(iter(self.workqueue))
+        if len(self.workqueue) > 1 and first.rpartition("/")[2] == LAST:
+            self.workqueue.move_to_end(first)
+        super()._assign_work_unit(node)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:
+    return _Scheduling(config, log) if config.getvalue("dist") == "load" else None
+
+
+# Summaries across pytest-xdist workers. A test may register a plugin whose
+# ``pytest_terminal_summary`` reports what it saw (the soak's summary line, the
+# interop matrix). Under ``-n`` it is registered in a worker, where no terminal
+# summary is written: after each test the worker runs it against a recorder and
+# sends what it wrote in the report, and the controller writes it in its own
+# summary (the last version of each plugin's, in the order they first came).
+
+_plugins_before_the_tests: set[int] = set()
+_relayed_summaries: dict[str, list[tuple[str, ...]]] = {}
+
+
+class _SummaryRecorder:
+    """Stands in for the terminal reporter on a worker: keeps the calls a summary makes."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    def write_sep(self, sep: str, title: str = "") -> None:
+        self.calls.append(("write_sep", sep, title))
+
+    def write_line(self, line: str) -> None:
+        self.calls.append(("write_line", line))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if call.when == "teardown" and hasattr(item.config, "workerinput"):
+        for name, plugin in item.config.pluginmanager.list_name_plugin():
+            if id(plugin) not in _plugins_before_the_tests and hasattr(plugin, "pytest_terminal_summary"):
+                recorder = _SummaryRecorder()
+                plugin.pytest_terminal_summary(terminalreporter=recorder)
+                report.user_properties.append(("terminal_summary", (name, recorder.calls)))
+    return report
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for key, value in report.user_properties:
+        if key == "terminal_summary":
+            name, calls = value
+            _relayed_summaries[name] = calls
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for calls in _relayed_summaries.values():
+        for method, *args in calls:
+            getattr(terminalreporter, method)(*args)
 
 
 @pytest.fixture(autouse=True)

@@ -284,6 +284,7 @@ async def test_wait_closed_returns_on_a_clean_close_and_raises_what_stopped_the_
 async def test_status_line_redraws_in_place_and_prints_log_events_above_itself() -> None:
     stream = io.StringIO()
     status = StatusLine(stream, lambda: "open | 3 msgs", interval=0.001)
+    was_configured = structlog.is_configured()
     saved = structlog.get_config()
     try:
         configure_logging(stream, status=status)
@@ -294,7 +295,11 @@ async def test_status_line_redraws_in_place_and_prints_log_events_above_itself()
         task.cancel()
         await asyncio.wait({task})
     finally:
-        structlog.configure(**saved)
+        # configure() also marks structlog configured: the library would then log through it in later tests.
+        if was_configured:
+            structlog.configure(**saved)
+        else:
+            structlog.reset_defaults()
     text = stream.getvalue()
     first, event, last = text.split("\r\x1b[K")[1:4]
     assert first == "open | 3 msgs"

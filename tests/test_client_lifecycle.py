@@ -224,7 +224,8 @@ async def test_close_is_bounded_when_the_server_never_answers(server: FlakyServe
 async def test_close_is_bounded_when_the_application_stopped_reading() -> None:
     async with FlakyServer("stream", stream_interval=0) as flood:
         async with asyncio.timeout(5):
-            async with wsclient.Client(flood.url, **fast(inbox_size=4, max_queue=2)) as client:
+            # Reading paused, the client never sees the server's closing frame: close_timeout runs out, then it aborts.
+            async with wsclient.Client(flood.url, **fast(inbox_size=4, max_queue=2, close_timeout=0.1)) as client:
                 await until(lambda: client.session is not None and client.session.reading_paused())
                 await until(lambda: flood.seq > 1000)
         assert client.state is wsclient.State.CLOSED

@@ -17,10 +17,16 @@ import wsclient
 from wsclient.testing import FlakyServer
 
 
-async def raw_server(on_connect: str) -> asyncio.Server:
-    """A TCP server that never completes a WebSocket handshake: it stays silent or hangs up."""
+async def raw_server(on_connect: str, handlers: set[asyncio.Task[object]]) -> asyncio.Server:
+    """A TCP server that never completes a WebSocket handshake: it stays silent or hangs up.
+
+    Each connection's task goes into ``handlers``: closing the server does not wait for them.
+    """
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
         if on_connect == "hang_up":
             writer.close()
         else:
@@ -50,7 +56,8 @@ async def test_refused_then_server_comes_up(server: FlakyServer) -> None:
 
 @pytest.mark.parametrize("behaviour", ["silent", "hang_up"])
 async def test_handshake_timeout_and_eof_are_retried(behaviour: str) -> None:
-    tcp = await raw_server(behaviour)
+    handlers: set[asyncio.Task[object]] = set()
+    tcp = await raw_server(behaviour, handlers)
     port = tcp.sockets[0].getsockname()[1]
     with capture_logs() as events:
         client = wsclient.Client(f"ws://127.0.0.1:{port}", **fast(open_timeout=0.05, max_attempts=3))
@@ -59,6 +66,8 @@ async def test_handshake_timeout_and_eof_are_retried(behaviour: str) -> None:
                 pass
     tcp.close()
     await tcp.wait_closed()
+    await asyncio.wait(handlers, timeout=5)  # each sees the client's close and closes its end
+    assert all(handler.done() for handler in handlers)
     assert caught.value.attempts == 3
     expected = TimeoutError if behaviour == "silent" else InvalidMessage
     assert isinstance(caught.value.__cause__, expected)

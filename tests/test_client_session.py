@@ -280,7 +280,9 @@ async def test_a_slow_reader_is_not_mistaken_for_a_dead_peer() -> None:
     async with FlakyServer("stream", stream_interval=0) as flood:
         with capture_logs() as events:
             async with wsclient.Client(
-                flood.url, **fast(heartbeat=heartbeat, inbox_size=8, max_queue=4, idle_timeout=50 * MS)
+                flood.url,
+                # Reading paused, the client never sees the server's closing frame: a short close_timeout ends it.
+                **fast(heartbeat=heartbeat, inbox_size=8, max_queue=4, idle_timeout=50 * MS, close_timeout=0.1),
             ) as client:
                 # Do not read: the inbox fills, the session stops reading, pongs wait behind data.
                 await until(lambda: sum(e.get("reason") == "reading_paused" for e in events) >= 5)

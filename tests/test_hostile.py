@@ -113,7 +113,9 @@ async def test_flood_of_large_messages_keeps_inbound_memory_bounded(server: Flak
     tracemalloc.start()
     try:
         async with asyncio.timeout(BOUND):
-            async with wsclient.Client(server.url, **fast(inbox_size=4, max_queue=2, compression=None)) as client:
+            # Reading paused, the client never sees the server's closing frame: a short close_timeout ends the wait.
+            settings = fast(inbox_size=4, max_queue=2, compression=None, close_timeout=0.1)
+            async with wsclient.Client(server.url, **settings) as client:
                 # The application reads nothing: the client stops reading the socket instead of buffering.
                 await until(lambda: client.session is not None and client.session.reading_paused())
                 baseline = tracemalloc.get_traced_memory()[0]
