@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+import structlog
 from helpers import MS
 from xdist.scheduler import LoadScopeScheduling
 
@@ -190,6 +191,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for calls in _relayed_summaries.values():
         for method, *args in calls:
             getattr(terminalreporter, method)(*args)
+
+
+@pytest.fixture(autouse=True)
+def structlog_as_found() -> Iterator[None]:
+    """Undo what structlog's ``capture_logs()`` leaves: structlog marked configured, so later logs go to stdout."""
+    configured = structlog.is_configured()
+    yield
+    if not configured and structlog.is_configured():
+        structlog.reset_defaults()
 
 
 @pytest.fixture(autouse=True)
