@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -336,3 +338,24 @@ async def test_stop_reading_backs_up_the_clients_writes_while_the_server_still_s
         finally:
             blocked.cancel()
         assert await client.recv() == "x" * 8_000_000
+
+
+@pytest.mark.parametrize("kind", ["flaky_server", "fault_proxy"])
+async def test_stopping_while_a_crowd_connects_leaves_no_accepted_socket_open(kind: str) -> None:
+    """A socket accepted just before the server closes is closed too (the conftest fails on a ResourceWarning)."""
+    async with FlakyServer() as upstream:
+        for _ in range(20):
+            listener: FlakyServer | FaultProxy = FlakyServer() if kind == "flaky_server" else FaultProxy(upstream.port)
+            await listener.start()
+            crowd = []
+            for _ in range(30):
+                sock = socket.socket()
+                sock.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    sock.connect(("127.0.0.1", listener.port))
+                crowd.append(sock)
+            await asyncio.sleep(0)  # one turn of the loop: the server accepts some of them
+            await listener.stop()
+            for sock in crowd:
+                sock.close()
+            gc.collect()

@@ -20,6 +20,8 @@ import struct
 from collections.abc import Callable
 from typing import Self
 
+from .listening import stop_accepting
+
 __all__ = ["FaultProxy"]
 
 _CHUNK = 65536
@@ -189,6 +191,7 @@ class FaultProxy:
     async def _close_listener(self) -> None:
         server, self._server = self._server, None
         if server is not None:
+            await stop_accepting(server.sockets)
             server.close()
             await server.wait_closed()
 

@@ -21,6 +21,8 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from .listening import stop_accepting
+
 __all__ = ["FlakyServer", "Rejection"]
 
 T = TypeVar("T")
@@ -152,6 +154,7 @@ class FlakyServer:
             server, self._server = self._server, None
             if server is None:
                 return
+            await stop_accepting(server.sockets)
             if abrupt:
                 self.drop()
             for connection in list(self._stalled):
