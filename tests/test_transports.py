@@ -16,7 +16,9 @@ from websockets.frames import Frame, Opcode
 
 import wsclient
 import wsclient.sync
+from wsclient.buffers import Inbox
 from wsclient.testing import FlakyServer
+from wsclient.transports import open_transport
 
 BOUND = 5.0
 
@@ -420,3 +422,36 @@ async def test_the_messages_before_a_frame_that_cannot_be_parsed_are_delivered(t
         rest = [await client.recv() for _ in range(client.stats.messages_in - 1)]
     assert [first, *rest] in (["a"], ["a", "b"], ["a", "b", "c"])
     assert client.stats.last_close_code == 1002
+
+
+@pytest.mark.parametrize("through_sink", [False, True], ids=["into_queue", "through_a_sink"])
+async def test_pump_fills_a_queue_in_order_and_waits_while_it_is_full(transport: str, through_sink: bool) -> None:
+    """The interface itself, as a session drives it: both transports pump, the websockets one by pulling."""
+    count = 40
+
+    async def numbers(connection: ServerConnection) -> None:
+        for number in range(count):
+            await connection.send(str(number))
+        await connection.close()
+
+    queue: Inbox[wsclient.Data] = Inbox(4)
+    stats = wsclient.Stats()
+    taken: list[wsclient.Data] = []
+
+    def sink(message: wsclient.Data) -> bool:
+        taken.append(message)
+        return queue.push(message)
+
+    async with FlakyServer(handler=numbers) as server:
+        config = wsclient.Client(server.url, **fast()).config
+        opened = await open_transport(config, server.url, None, None)
+        pumping = asyncio.create_task(opened.pump(queue, sink if through_sink else None, stats))
+        received = []
+        async with asyncio.timeout(BOUND):
+            while len(received) < count:
+                received.append(await queue.get())
+            await pumping
+            await opened.wait_closed()
+    assert received == [str(number) for number in range(count)]
+    assert stats.messages_in == count
+    assert taken == (received if through_sink else [])
