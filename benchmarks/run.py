@@ -28,8 +28,9 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from tenacity import AsyncRetrying, RetryCallState
@@ -44,6 +45,8 @@ import wsclient.sync
 from wsclient.testing import FlakyServer
 
 RESULTS = Path(__file__).parent / "results"
+
+TransportName = Literal["websockets", "picows"]
 
 
 @dataclass
@@ -119,22 +122,24 @@ async def recv_websockets(url: str) -> int:
     return count
 
 
-async def recv_wsclient(url: str) -> int:
+async def recv_wsclient(url: str, transport: TransportName = "websockets") -> int:
     count = 0
-    async with wsclient.Client(url, compression=None, max_size=None) as client:
+    async with wsclient.Client(url, compression=None, max_size=None, transport=transport) as client:
         async for _ in client:
             count += 1
     return count
 
 
-async def recv_wsclient_handler(url: str) -> int:
+async def recv_wsclient_handler(url: str, transport: TransportName = "websockets") -> int:
     count = 0
 
     def on_message(_: wsclient.Data) -> None:
         nonlocal count
         count += 1
 
-    async with wsclient.Client(url, compression=None, max_size=None, on_message=on_message) as client:
+    async with wsclient.Client(
+        url, compression=None, max_size=None, on_message=on_message, transport=transport
+    ) as client:
         await client.wait_closed()
     return count
 
@@ -170,26 +175,6 @@ async def recv_picows(url: str) -> int:
     assert isinstance(listener, CountingListener)
     await transport.wait_disconnected()
     return int(listener.count)
-
-
-async def recv_wsclient_picows(url: str) -> int:
-    count = 0
-    async with wsclient.Client(url, transport="picows", max_size=None) as client:
-        async for _ in client:
-            count += 1
-    return count
-
-
-async def recv_wsclient_picows_handler(url: str) -> int:
-    count = 0
-
-    def on_message(_: wsclient.Data) -> None:
-        nonlocal count
-        count += 1
-
-    async with wsclient.Client(url, transport="picows", max_size=None, on_message=on_message) as client:
-        await client.wait_closed()
-    return count
 
 
 async def recv_websocket_client(url: str) -> int:
@@ -248,8 +233,8 @@ RECEIVERS: list[tuple[str, Callable[[str], Awaitable[int]], str | None]] = [
     ("wsclient `on_message`", recv_wsclient_handler, None),
     ("aiohttp", recv_aiohttp, "aiohttp"),
     ("picows (reads each payload)", recv_picows, "picows"),
-    ("wsclient on picows `async for`", recv_wsclient_picows, "picows"),
-    ("wsclient on picows `on_message`", recv_wsclient_picows_handler, "picows"),
+    ("wsclient on picows `async for`", partial(recv_wsclient, transport="picows"), "picows"),
+    ("wsclient on picows `on_message`", partial(recv_wsclient_handler, transport="picows"), "picows"),
     ("websocket-client (thread, no UTF-8 check)", recv_websocket_client, "websocket"),
     ("websockets sync `for` (thread)", recv_websockets_sync, None),
     ("wsclient.sync `for` (thread)", recv_wsclient_sync, None),
@@ -292,8 +277,8 @@ async def send_websockets(url: str, payload: str, count: int) -> None:
         assert await ws.recv() == "done"
 
 
-async def send_wsclient(url: str, payload: str, count: int) -> None:
-    async with wsclient.Client(url, compression=None) as client:
+async def send_wsclient(url: str, payload: str, count: int, transport: TransportName = "websockets") -> None:
+    async with wsclient.Client(url, compression=None, transport=transport) as client:
         for _ in range(count):
             await client.send(payload)
         assert await client.recv() == "done"
@@ -334,18 +319,11 @@ async def send_picows(url: str, payload: str, count: int) -> None:
     await transport.wait_disconnected()
 
 
-async def send_wsclient_picows(url: str, payload: str, count: int) -> None:
-    async with wsclient.Client(url, transport="picows") as client:
-        for _ in range(count):
-            await client.send(payload)
-        assert await client.recv() == "done"
-
-
 SENDERS: list[tuple[str, Callable[[str, str, int], Awaitable[None]], str | None]] = [
     ("websockets `send`", send_websockets, None),
     ("wsclient `send`", send_wsclient, None),
     ("picows `send`", send_picows, "picows"),
-    ("wsclient on picows `send`", send_wsclient_picows, "picows"),
+    ("wsclient on picows `send`", partial(send_wsclient, transport="picows"), "picows"),
 ]
 
 
@@ -382,9 +360,9 @@ async def echo_websockets(url: str, count: int) -> list[float]:
     return times
 
 
-async def echo_wsclient(url: str, count: int) -> list[float]:
+async def echo_wsclient(url: str, count: int, transport: TransportName = "websockets") -> list[float]:
     times = []
-    async with wsclient.Client(url, compression=None) as client:
+    async with wsclient.Client(url, compression=None, transport=transport) as client:
         for _ in range(count):
             started = time.perf_counter()
             await client.send("ping")
@@ -418,17 +396,6 @@ async def echo_picows(url: str, count: int) -> list[float]:
     transport.send_close(WSCloseCode.OK)
     transport.disconnect()
     await transport.wait_disconnected()
-    return times
-
-
-async def echo_wsclient_picows(url: str, count: int) -> list[float]:
-    times = []
-    async with wsclient.Client(url, transport="picows") as client:
-        for _ in range(count):
-            started = time.perf_counter()
-            await client.send("ping")
-            await client.recv()
-            times.append(time.perf_counter() - started)
     return times
 
 
@@ -485,7 +452,7 @@ ECHOERS: list[tuple[str, Callable[[str, int], Awaitable[list[float]]], str | Non
     ("websockets", echo_websockets, None),
     ("wsclient", echo_wsclient, None),
     ("picows", echo_picows, "picows"),
-    ("wsclient on picows", echo_wsclient_picows, "picows"),
+    ("wsclient on picows", partial(echo_wsclient, transport="picows"), "picows"),
     ("websocket-client (thread, no UTF-8 check)", in_thread(echo_websocket_client_blocking), "websocket"),
     ("websockets sync (thread)", in_thread(echo_websockets_sync_blocking), None),
     ("wsclient.sync (thread)", in_thread(echo_wsclient_sync_blocking), None),

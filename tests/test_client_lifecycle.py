@@ -206,8 +206,9 @@ async def test_cancelling_the_task_that_runs_async_with_closes_everything(server
 
 async def test_cancelling_while_connecting(server: FlakyServer) -> None:
     await server.stop()
-    task = asyncio.create_task(wsclient.Client(server.url, **fast()).__aenter__())
-    await asyncio.sleep(5 * MS)
+    client = wsclient.Client(server.url, **fast())
+    task = asyncio.create_task(client.__aenter__())
+    await until(lambda: client.stats.connect_attempts >= 2)  # refused, and retrying
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -359,3 +359,17 @@ async def test_stopping_while_a_crowd_connects_leaves_no_accepted_socket_open(ki
             for sock in crowd:
                 sock.close()
             gc.collect()
+
+
+@pytest.mark.parametrize("kind", ["flaky_server", "fault_proxy"])
+async def test_a_stop_cancelled_at_its_first_step_still_closes_the_port(kind: str) -> None:
+    async with FlakyServer() as upstream:
+        listener: FlakyServer | FaultProxy = FlakyServer() if kind == "flaky_server" else FaultProxy(upstream.port)
+        await listener.start()
+        stopping = asyncio.create_task(listener.stop())
+        await asyncio.sleep(0)  # one turn: the stop has begun, and waits for its next one
+        stopping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stopping
+        assert await refused(listener.port)
+        await listener.stop()  # idempotent after a cancelled stop

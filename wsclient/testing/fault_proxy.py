@@ -191,8 +191,10 @@ class FaultProxy:
     async def _close_listener(self) -> None:
         server, self._server = self._server, None
         if server is not None:
-            await stop_accepting(server.sockets)
-            server.close()
+            try:
+                await stop_accepting(server.sockets)
+            finally:
+                server.close()
             await server.wait_closed()
 
     async def stop(self) -> None:

@@ -154,12 +154,15 @@ class FlakyServer:
             server, self._server = self._server, None
             if server is None:
                 return
-            await stop_accepting(server.sockets)
-            if abrupt:
-                self.drop()
-            for connection in list(self._stalled):
-                connection.transport.abort()
-            server.close(close_connections=not abrupt)
+            try:
+                await stop_accepting(server.sockets)
+            finally:
+                # Closed even if this stop is cancelled: the server is no longer ours to find.
+                if abrupt:
+                    self.drop()
+                for connection in list(self._stalled):
+                    connection.transport.abort()
+                server.close(close_connections=not abrupt)
             await server.wait_closed()
             self._paused.clear()
             self._notify()
