@@ -18,8 +18,8 @@ from helpers import fast, until
 
 import wsclient
 from wsclient.cli import EXIT_FATAL, EXIT_GAVE_UP, EXIT_OK, EXIT_USAGE
-from wsclient.listen import ListenOptions, UsageError, listen
-from wsclient.status_line import StatusLine, configure_logging, describe_client
+from wsclient.cli.listen import ListenOptions, UsageError, listen
+from wsclient.cli.status_line import StatusLine, configure_logging, describe_client
 from wsclient.testing import FlakyServer
 
 FAST = ["--backoff-initial", "0.01", "--backoff-max", "0.05", "--open-timeout", "2"]

@@ -6,7 +6,7 @@ import asyncio
 import io
 import sys
 
-from wsclient.demo import run_demo
+from wsclient.cli.demo import run_demo
 
 
 async def test_demo_survives_every_fault_and_loses_nothing() -> None:

@@ -24,13 +24,13 @@ from typing import TextIO
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from .backoff import Backoff
-from .client import Client
-from .config import Data
-from .heartbeat import Heartbeat
-from .session import Session
+from ..backoff import Backoff
+from ..client import Client
+from ..config import Data
+from ..heartbeat import Heartbeat
+from ..session import Session
+from ..testing import FlakyServer
 from .status_line import StatusLine
-from .testing import FlakyServer
 
 __all__ = ["Collector", "FaultResult", "TickFeed", "run_demo"]
 

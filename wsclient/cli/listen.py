@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .backoff import Backoff
-from .client import Client
-from .config import Data
-from .heartbeat import Heartbeat
-from .session import Session
-from .stats import Outage, Stats
+from ..backoff import Backoff
+from ..client import Client
+from ..config import Data
+from ..heartbeat import Heartbeat
+from ..session import Session
+from ..stats import Outage, Stats
 from .status_line import StatusLine, describe_client
 
 __all__ = ["ListenOptions", "Recorder", "UsageError", "gap_record", "listen", "message_record", "tls_context"]

@@ -15,12 +15,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-from .backoff import Backoff
-from .errors import FatalError, GaveUp
-from .heartbeat import Heartbeat
+from .. import __version__
+from ..backoff import Backoff
+from ..errors import FatalError, GaveUp
+from ..heartbeat import Heartbeat
+from ..logs import describe_error
 from .listen import ListenOptions, UsageError, listen
-from .logs import describe_error
 from .status_line import StatusLine, configure_logging
 
 __all__ = ["EXIT_FATAL", "EXIT_GAVE_UP", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]

@@ -16,8 +16,8 @@ from typing import Any, TextIO
 
 import structlog
 
-from .client import Client
-from .logs import redact_secrets
+from ..client import Client
+from ..logs import redact_secrets
 
 __all__ = ["StatusLine", "configure_logging", "describe_client", "format_duration"]
 
