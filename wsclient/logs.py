@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -140,6 +141,31 @@ _STDLIB_LOGGER = structlog.stdlib.BoundLogger(
 )
 
 
+_sink_failure_reported = False
+
+
+def _sink_failed(exc: Exception) -> None:
+    """Report the first log event that could not be written, once per process, straight to ``sys.stderr``.
+
+    The report is a single line without the event (whose fields may be
+    secrets); if stderr cannot be written either, nothing more is tried.
+    """
+    global _sink_failure_reported
+    if _sink_failure_reported:
+        return
+    _sink_failure_reported = True
+    try:
+        stream = sys.stderr
+        if stream is not None:
+            stream.write(
+                f"wsclient: a log event could not be written ({describe_error(exc)}); "
+                "events that cannot be written are dropped from now on\n"
+            )
+            stream.flush()
+    except Exception:  # the sink of last resort failed too: nothing is left to tell
+        pass
+
+
 class Logger:
     """wsclient's logger: binds context like a structlog logger and routes each event when it is logged.
 
@@ -164,11 +190,16 @@ class Logger:
         return Logger({**context, **values})
 
     def _emit(self, method_name: str, event: str, fields: dict[str, Any]) -> None:
-        if structlog.is_configured():
-            logger = structlog.get_logger(LOGGER_NAME).bind(logger=LOGGER_NAME, **self._context)
-            getattr(logger, method_name)(event, **fields)
-        else:
-            getattr(_STDLIB_LOGGER, method_name)(event, **{**self._context, **fields})
+        # Logging never stops the client: an event that cannot be written (a full disk, a closed pipe,
+        # a processor or handler that raises) is dropped, and the first such failure reported once.
+        try:
+            if structlog.is_configured():
+                logger = structlog.get_logger(LOGGER_NAME).bind(logger=LOGGER_NAME, **self._context)
+                getattr(logger, method_name)(event, **fields)
+            else:
+                getattr(_STDLIB_LOGGER, method_name)(event, **{**self._context, **fields})
+        except Exception as exc:
+            _sink_failed(exc)
 
     def debug(self, event: str, **fields: Any) -> None:
         self._emit("debug", event, fields)

@@ -143,12 +143,11 @@ class Supervisor:
         while True:
             started = time.monotonic()
             try:
+                # Every failure of an attempt stays inside tenacity, which retries it or raises RetryError;
+                # anything else that comes out is a failure of the retry loop itself (a strategy or a
+                # callback that raised) and propagates: retrying it as an attempt would restart the loop
+                # with no attempt made and no sleep, a busy loop.
                 opened: tuple[Session, Any] | SessionEnd = await self._retrying()(self._attempt)
-                if isinstance(opened, SessionEnd):
-                    self._log.info("stopped", code=opened.code, closed_by=opened.closed_by.value)
-                    return opened
-                # No await between the handshake and the session's own cleanup: a cancellation lands inside it.
-                outcome = await self._live(*opened)
             except RetryError as exc:
                 last = exc.last_attempt
                 cause = last.exception()
@@ -156,6 +155,15 @@ class Supervisor:
                 elapsed = time.monotonic() - (started if self._down_at is None else self._down_at)
                 self._log.error("gave_up", attempts=attempts, error=_describe(cause))
                 raise GaveUp(attempts, elapsed) from cause
+            except FatalError as exc:
+                self._log.error("fatal", error=describe_error(exc))
+                raise
+            if isinstance(opened, SessionEnd):
+                self._log.info("stopped", code=opened.code, closed_by=opened.closed_by.value)
+                return opened
+            try:
+                # No await between the handshake and the session's own cleanup: a cancellation lands inside it.
+                outcome = await self._live(*opened)
             except FatalError as exc:
                 self._log.error("fatal", error=describe_error(exc))
                 raise
