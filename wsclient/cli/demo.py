@@ -11,9 +11,11 @@ and whether any tick was lost.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import sys
 import time
 from collections import deque
@@ -30,9 +32,26 @@ from ..config import Data
 from ..heartbeat import Heartbeat
 from ..session import Session
 from ..testing import FlakyServer
+from .options import EXIT_GAVE_UP, EXIT_OK, Subcommands, add_output_options
 from .status_line import StatusLine
 
-__all__ = ["Collector", "FaultResult", "TickFeed", "run_demo"]
+__all__ = ["Collector", "FaultResult", "TickFeed", "add_command", "run_demo"]
+
+
+def add_command(commands: Subcommands) -> None:
+    """Add ``demo`` and its options to the ``wsclient`` command."""
+    parser = commands.add_parser(
+        "demo",
+        help="watch a collector survive scripted faults against a local server (no network needed)",
+        description="Run a collector against a local server while faults are injected, then report what was lost.",
+    )
+    parser.set_defaults(run=_run, log_level=logging.ERROR, usage_error=parser.error)
+    parser.add_argument("--fast", action="store_true", help="run the same script about ten times faster")
+    add_output_options(parser)
+
+
+async def _run(args: argparse.Namespace, status: StatusLine | None) -> int:
+    return EXIT_OK if await run_demo(fast=args.fast, status=status) else EXIT_GAVE_UP
 
 
 class TickFeed:

@@ -7,10 +7,12 @@ for every outage, ``--send`` messages are sent on every fresh session.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import contextlib
 import json
+import logging
 import signal
 import ssl
 import sys
@@ -26,13 +28,124 @@ from ..config import Data
 from ..heartbeat import Heartbeat
 from ..session import Session
 from ..stats import Outage, Stats
+from .options import (
+    EXIT_OK,
+    Subcommands,
+    UsageError,
+    add_output_options,
+    count,
+    existing_file,
+    header,
+    positive,
+)
 from .status_line import StatusLine, describe_client
 
-__all__ = ["ListenOptions", "Recorder", "UsageError", "gap_record", "listen", "message_record", "tls_context"]
+__all__ = [
+    "ListenOptions",
+    "Recorder",
+    "UsageError",
+    "add_command",
+    "gap_record",
+    "listen",
+    "message_record",
+    "tls_context",
+]
 
 
-class UsageError(Exception):
-    """An option the client refused (a bad URL, a bad value): the command exits with 2."""
+def add_command(commands: Subcommands) -> None:
+    """Add ``listen`` and its options to the ``wsclient`` command."""
+    parser = commands.add_parser(
+        "listen",
+        help="print every message of a WebSocket feed, reconnecting through drops",
+        description="Print every message as it arrives, reconnect through drops, and record every outage.",
+    )
+    parser.set_defaults(run=_run, log_level=logging.INFO, usage_error=parser.error)
+    parser.add_argument("url", help="ws:// or wss:// URL")
+    parser.add_argument(
+        "--send", action="append", default=[], metavar="MSG", help="send MSG on every fresh session (repeatable)"
+    )
+    parser.add_argument(
+        "--header", action="append", default=[], type=header, metavar="NAME:VALUE", help="handshake header"
+    )
+    parser.add_argument("--jsonl", action="store_true", help="print JSON lines with receive time and session id")
+    parser.add_argument(
+        "--out", type=Path, metavar="FILE", help="append JSON lines to FILE, with a gap record for every outage"
+    )
+    parser.add_argument("--quiet", action="store_true", help="print no messages (with --out: only record them)")
+    parser.add_argument("--count", type=count, metavar="N", help="close with 1000 after N messages")
+    parser.add_argument("--ca", type=existing_file, metavar="FILE", help="trust the CA certificates in FILE (wss)")
+    group = parser.add_argument_group("resilience")
+    group.add_argument(
+        "--ping-interval",
+        type=positive,
+        default=20.0,
+        metavar="S",
+        help="heartbeat every S seconds (default: %(default)s)",
+    )
+    group.add_argument(
+        "--ping-timeout",
+        type=positive,
+        default=10.0,
+        metavar="S",
+        help="dead after S seconds silent (default: %(default)s)",
+    )
+    group.add_argument("--no-heartbeat", action="store_true", help="turn the heartbeat off")
+    group.add_argument(
+        "--idle-timeout", type=positive, metavar="S", help="reconnect when no data came for S seconds (default: off)"
+    )
+    group.add_argument(
+        "--backoff-initial",
+        type=positive,
+        default=0.5,
+        metavar="S",
+        help="first reconnect delay (default: %(default)s)",
+    )
+    group.add_argument(
+        "--backoff-max",
+        type=positive,
+        default=30.0,
+        metavar="S",
+        help="longest reconnect delay (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-attempts", type=count, metavar="N", help="give up after N failed attempts in a row (default: never)"
+    )
+    group.add_argument(
+        "--max-outage", type=positive, metavar="S", help="give up after an outage of S seconds (default: never)"
+    )
+    group.add_argument(
+        "--open-timeout", type=positive, default=10.0, metavar="S", help="handshake timeout (default: %(default)s)"
+    )
+    add_output_options(parser)
+
+
+async def _run(args: argparse.Namespace, status: StatusLine | None) -> int:
+    heartbeat = None if args.no_heartbeat else Heartbeat(interval=args.ping_interval, timeout=args.ping_timeout)
+    options = ListenOptions(
+        url=args.url,
+        send=args.send,
+        headers=dict(args.header),
+        out=args.out,
+        jsonl=args.jsonl,
+        quiet=args.quiet,
+        count=args.count,
+        heartbeat=heartbeat,
+        backoff=_backoff(args.backoff_initial, args.backoff_max),
+        max_attempts=args.max_attempts,
+        max_outage=args.max_outage,
+        idle_timeout=args.idle_timeout,
+        open_timeout=args.open_timeout,
+        ca=args.ca,
+    )
+    await listen(options, status=status)
+    return EXIT_OK
+
+
+def _backoff(initial: float, maximum: float) -> Backoff:
+    try:
+        return Backoff(initial=initial, maximum=maximum)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--backoff-initial/--backoff-max: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)

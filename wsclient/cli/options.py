@@ -1,0 +1,115 @@
+"""What every subcommand of ``wsclient`` shares: exit codes, errors, argument types and the output options.
+
+A subcommand is a module with an ``add_command(commands)`` function that adds
+its parser to ``commands`` (the ``wsclient`` parser's subparsers) and sets two
+defaults on it: ``run``, an async function of the parsed arguments and the
+status line that returns an exit code, and ``log_level``, the level logged
+without ``-v``. ``wsclient.cli.COMMANDS`` lists those functions: adding a
+subcommand is one line there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+if TYPE_CHECKING:
+    from .status_line import StatusLine
+
+__all__ = [
+    "EXIT_FATAL",
+    "EXIT_GAVE_UP",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "Run",
+    "Subcommands",
+    "UsageError",
+    "add_output_options",
+    "count",
+    "existing_file",
+    "header",
+    "log_level",
+    "positive",
+]
+
+EXIT_OK = 0
+"""A normal end: the server closed with 1000, ``--count`` reached, Ctrl-C or SIGTERM of ``listen``."""
+EXIT_GAVE_UP = 1
+"""``listen`` gave up (``--max-attempts``/``--max-outage``); ``demo`` lost data or did not survive a fault."""
+EXIT_USAGE = 2
+"""A bad argument: the message names it."""
+EXIT_FATAL = 3
+"""Retrying cannot help: an HTTP status, an untrusted certificate, a fatal close code."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C during ``demo`` (128 + SIGINT)."""
+
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+"""The ``wsclient`` parser's subparsers, which each command's ``add_command`` adds its parser to."""
+
+Run: TypeAlias = "Callable[[argparse.Namespace, StatusLine | None], Coroutine[Any, Any, int]]"
+"""A command's ``run`` default: runs it with the parsed arguments and the status line, returns the exit code."""
+
+
+class UsageError(Exception):
+    """An option the client refused (a bad URL, a bad value): the command exits with 2."""
+
+
+def positive(text: str) -> float:
+    """An argument that is a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def count(text: str) -> int:
+    """An argument that is an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def header(text: str) -> tuple[str, str]:
+    """A ``NAME:VALUE`` handshake header."""
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME:VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
+def existing_file(text: str) -> Path:
+    """The path of a file that exists."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return path
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``-v``, ``--log-json`` and ``--no-status`` to a command's parser (every command has them)."""
+    group = parser.add_argument_group("output")
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more log events (-vv: debug; default: listen logs info, demo only errors)",
+    )
+    group.add_argument("--log-json", action="store_true", help="log JSON lines instead of console lines")
+    group.add_argument("--no-status", action="store_true", help="no live status line, even on a terminal")
+
+
+def log_level(verbose: int, default: int) -> int:
+    """The level of ``-v`` given ``verbose`` times, on top of a command's ``default``."""
+    return {0: default, 1: logging.INFO}.get(verbose, logging.DEBUG)
