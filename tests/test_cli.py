@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import shlex
 import signal
 import ssl
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import pytest
 import structlog
@@ -17,7 +19,7 @@ import trustme
 from helpers import fast, until
 
 import wsclient
-from wsclient.cli import EXIT_FATAL, EXIT_GAVE_UP, EXIT_OK, EXIT_USAGE
+from wsclient.cli import EXIT_FATAL, EXIT_GAVE_UP, EXIT_OK, EXIT_OUTPUT, EXIT_PIPE, EXIT_USAGE
 from wsclient.cli.listen import ListenOptions, UsageError, listen
 from wsclient.cli.status_line import StatusLine, configure_logging, describe_client
 from wsclient.testing import FlakyServer
@@ -348,3 +350,147 @@ async def test_listen_in_process_writes_messages_then_gaps_where_they_happened(t
 async def test_listen_refuses_a_bad_url_as_a_usage_error() -> None:
     with pytest.raises(UsageError, match="url must start with ws:// or wss://"):
         await listen(ListenOptions(url="http://127.0.0.1:1"))
+
+
+# Output that cannot be written: a full disk, a closed descriptor, a reader that went away.
+
+
+@pytest.fixture
+def full_disk() -> Iterator[BinaryIO]:
+    """``/dev/full``, opened for writing: every write fails with ENOSPC."""
+    with open("/dev/full", "wb") as full:
+        yield full
+
+
+async def run_with(
+    *args: str, stdout: Any = asyncio.subprocess.PIPE, stderr: Any = asyncio.subprocess.PIPE, timeout: float = 20.0
+) -> tuple[int, str, str]:
+    """Run ``python -m wsclient ARGS`` with the given stdout and stderr (a pipe, a file); return code, out, err."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wsclient", *args, stdout=stdout, stderr=stderr
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.communicate()
+        raise
+    assert process.returncode is not None
+    return process.returncode, (out or b"").decode(), (err or b"").decode()
+
+
+async def run_in_shell(script: str, *args: str, timeout: float = 30.0) -> tuple[int, str, str]:
+    """Run ``python -m wsclient ARGS`` inside a bash ``script`` (``$W`` runs it, ``pipefail`` is on)."""
+    wsclient_command = f"{shlex.quote(sys.executable)} -m wsclient"
+    return await run_process(
+        "bash", "-c", f"set -o pipefail; W='{wsclient_command}'; {script}", "bash", *args, timeout=timeout
+    )
+
+
+async def run_process(*command: str, timeout: float = 30.0) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.communicate()
+        raise
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_listen_stops_with_4_and_says_so_when_out_cannot_be_written() -> None:
+    async with FlakyServer("stream", stream_interval=0.005) as server:
+        code, out, err = await run_cli("listen", server.url, "--out", "/dev/full", *FAST)
+    assert code == EXIT_OUTPUT, err
+    assert "wsclient: --out /dev/full: cannot write: No space left on device" in err
+    assert "Traceback" not in err
+    assert "on_message_failed" not in err
+    # The records the file did not get were printed: none is lost silently.
+    seqs = [json.loads(line)["seq"] for line in out.splitlines()]
+    assert seqs == list(range(len(seqs)))
+    assert len(seqs) >= 1
+    assert f"{len(seqs)} record(s) not written to it" in err
+
+
+async def test_listen_stops_with_4_when_stdout_is_a_full_disk(full_disk: BinaryIO) -> None:
+    async with FlakyServer("stream", stream_interval=0.005) as server:
+        code, _, err = await run_with("listen", server.url, *FAST, stdout=full_disk)
+    assert code == EXIT_OUTPUT, err
+    assert "wsclient: stdout: cannot write: No space left on device" in err
+    assert "Traceback" not in err
+    assert "on_message_failed" not in err
+
+
+async def test_listen_with_stdout_closed_stops_at_once_with_4() -> None:
+    async with FlakyServer("stream", stream_interval=0.005) as server:
+        code, _, err = await run_in_shell('$W "$@" >&-', "listen", server.url, *FAST)
+    assert code == EXIT_OUTPUT, err
+    assert "wsclient: stdout: cannot write: stdout is closed" in err
+    assert "Traceback" not in err
+    assert "on_message_failed" not in err
+    assert server.accepted == 0  # it stopped before connecting
+
+
+async def test_listen_ends_quietly_with_141_when_the_reader_of_stdout_goes_away() -> None:
+    async with FlakyServer("stream", stream_interval=0.005) as server:
+        code, out, err = await run_in_shell('$W "$@" | head -1', "listen", server.url, *FAST)
+    assert json.loads(out)["seq"] == 0
+    assert code == EXIT_PIPE, err
+    assert "Traceback" not in err
+    assert "Exception ignored" not in err
+    assert "wsclient: " not in err  # quiet: nothing to say about it
+
+
+async def test_a_full_stderr_changes_neither_give_up_nor_signals(full_disk: BinaryIO) -> None:
+    server = FlakyServer("echo")
+    await server.start()
+    await server.stop()  # refuses connections
+    code, _, _ = await run_with("listen", server.url, "--max-attempts", "3", *FAST, stderr=full_disk, timeout=10)
+    assert code == EXIT_GAVE_UP
+
+    async with FlakyServer("stream", stream_interval=0.005) as server:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "wsclient",
+            "listen",
+            server.url,
+            *FAST,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=full_disk,
+        )
+        listener = Listener(process)
+        try:
+            await listener.wait_for_lines(3)
+            process.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(10):
+                await listener._reader
+                code = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            await asyncio.wait({listener._reader})
+    assert code == EXIT_OK
+
+
+async def test_demo_stops_with_4_when_stdout_is_a_full_disk(full_disk: BinaryIO) -> None:
+    code, _, err = await run_with("demo", "--fast", stdout=full_disk, timeout=30)
+    assert code == EXIT_OUTPUT, err
+    assert "wsclient: stdout: cannot write: No space left on device" in err
+    assert "Traceback" not in err
+    assert "Exception ignored" not in err
+
+
+async def test_demo_ends_quietly_with_141_when_the_reader_of_stdout_goes_away() -> None:
+    code, out, err = await run_in_shell('$W "$@" | head -1', "demo", "--fast")
+    assert out.startswith("wsclient demo:")
+    assert code == EXIT_PIPE, err
+    assert "Traceback" not in err
+    assert "Exception ignored" not in err
+    assert "wsclient: " not in err

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -27,7 +29,10 @@ from .options import (
     EXIT_GAVE_UP,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_OUTPUT,
+    EXIT_PIPE,
     EXIT_USAGE,
+    OutputFailed,
     Run,
     Subcommands,
     UsageError,
@@ -41,6 +46,8 @@ __all__ = [
     "EXIT_GAVE_UP",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_OUTPUT",
+    "EXIT_PIPE",
     "EXIT_USAGE",
     "build_parser",
     "main",
@@ -68,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``wsclient`` command; return its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    use_status = sys.stderr.isatty() and not args.no_status and not args.log_json
+    use_status = sys.stderr is not None and sys.stderr.isatty() and not args.no_status and not args.log_json
     status = StatusLine(sys.stderr) if use_status else None
     configure_logging(sys.stderr, level=log_level(args.verbose, args.log_level), json=args.log_json, status=status)
     run: Run = args.run
@@ -79,10 +86,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise  # pragma: no cover - usage_error exits
     except GaveUp as exc:
         cause = describe_error(exc.__cause__)
-        print(f"wsclient: {exc}" + (f"; last error: {cause}" if cause else ""), file=sys.stderr)
+        _tell(f"wsclient: {exc}" + (f"; last error: {cause}" if cause else ""))
         return EXIT_GAVE_UP
     except FatalError as exc:
-        print(f"wsclient: fatal: {exc}", file=sys.stderr)
+        _tell(f"wsclient: fatal: {exc}")
         return EXIT_FATAL
+    except OutputFailed as exc:
+        if exc.broken_pipe:
+            return EXIT_PIPE  # the reader had enough (``| head``): nothing to say
+        _tell(f"wsclient: {exc}")
+        return EXIT_OUTPUT
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    finally:
+        _release_broken_streams()
+
+
+def _tell(line: str) -> None:
+    """Print ``line`` on stderr, if stderr can be written: its failure must not hide the exit code."""
+    stream = sys.stderr
+    if stream is None:
+        return  # print(file=None) would write to stdout
+    with contextlib.suppress(OSError, ValueError):
+        print(line, file=stream, flush=True)
+
+
+def _release_broken_streams() -> None:
+    """Point stdout and stderr at /dev/null if they cannot be flushed.
+
+    Otherwise the interpreter tries again at exit, prints "Exception ignored"
+    and turns the exit code into 120.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None:
+            continue
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                try:
+                    os.dup2(devnull, stream.fileno())
+                finally:
+                    os.close(devnull)

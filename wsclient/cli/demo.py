@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import sys
@@ -32,7 +33,7 @@ from ..config import Data
 from ..heartbeat import Heartbeat
 from ..session import Session
 from ..testing import FlakyServer
-from .options import EXIT_GAVE_UP, EXIT_OK, Subcommands, add_output_options
+from .options import EXIT_GAVE_UP, EXIT_OK, OutputFailed, Subcommands, add_output_options
 from .status_line import StatusLine
 
 __all__ = ["Collector", "FaultResult", "TickFeed", "add_command", "run_demo"]
@@ -51,6 +52,8 @@ def add_command(commands: Subcommands) -> None:
 
 
 async def _run(args: argparse.Namespace, status: StatusLine | None) -> int:
+    if sys.stdout is None:
+        raise OutputFailed("stdout", OSError(errno.EBADF, "stdout is closed"))
     return EXIT_OK if await run_demo(fast=args.fast, status=status) else EXIT_GAVE_UP
 
 
@@ -219,7 +222,11 @@ async def run_demo(
     def say(line: str) -> None:
         if status is not None:
             status.clear()
-        print(line, file=out, flush=True)
+        try:
+            out.write(line + "\n")
+            out.flush()
+        except (OSError, ValueError) as exc:
+            raise OutputFailed("stdout", exc) from exc
 
     async with FlakyServer(handler=feed.handle) as server:
         client = Client(

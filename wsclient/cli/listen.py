@@ -11,13 +11,14 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import errno
 import json
 import logging
 import signal
 import ssl
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -30,6 +31,7 @@ from ..session import Session
 from ..stats import Outage, Stats
 from .options import (
     EXIT_OK,
+    OutputFailed,
     Subcommands,
     UsageError,
     add_output_options,
@@ -195,28 +197,49 @@ class Recorder:
 
     An outage is written once it ended, which is before the first message of
     the next session, so a gap record sits exactly where the data is missing.
+
+    An output that cannot be written is not written again: the first failure
+    is kept (see :meth:`failure`) and ``on_failure`` called, so that the
+    command stops. Records the ``--out`` file did not get from then on are
+    counted, and still printed (unless ``quiet``).
     """
 
     def __init__(
-        self, stats: Stats, stdout: TextIO, out: TextIO | None, *, jsonl: bool, quiet: bool, status: StatusLine | None
+        self,
+        stats: Stats,
+        stdout: TextIO | None,
+        out: TextIO | None,
+        *,
+        jsonl: bool,
+        quiet: bool,
+        status: StatusLine | None,
+        out_name: str = "--out",
+        on_failure: Callable[[], None] = lambda: None,
     ) -> None:
         self._stats = stats
         self._stdout = stdout
         self._out = out
+        self._out_name = out_name
         self._jsonl = jsonl
         self._quiet = quiet
         self._status = status
+        self._on_failure = on_failure
         self._gaps_written = 0
+        self._out_error: OSError | ValueError | None = None
+        self._stdout_error: OSError | ValueError | None = None
+        self._first: str | None = None
         self.messages = 0
+        self.unrecorded = 0
+        """Records the ``--out`` file did not get because writing it failed."""
 
     def message(self, message: Data, session_id: str | None) -> None:
         self.gaps()
         self.messages += 1
         record = message_record(message, session_id, time.time())
-        self._write_file(record)
-        if self._quiet:
+        written = self._write_file(record)
+        if self._quiet and written:
             return
-        if self._jsonl:
+        if self._jsonl or self._quiet:
             self._print(json.dumps(record))
         elif isinstance(message, str):
             self._print(message)
@@ -234,19 +257,52 @@ class Recorder:
                 return
             record = gap_record(outage)
             self._gaps_written += 1
-            self._write_file(record)
-            if self._jsonl and not self._quiet:
+            written = self._write_file(record)
+            if (self._jsonl and not self._quiet) or not written:
                 self._print(json.dumps(record))
 
-    def _write_file(self, record: dict[str, Any]) -> None:
-        if self._out is not None:
-            self._out.write(json.dumps(record) + "\n")
+    def failure(self) -> OutputFailed | None:
+        """The first output that failed, as the error the command stops with, or ``None``."""
+        if self._first == "stdout" and self._stdout_error is not None:
+            return OutputFailed("stdout", self._stdout_error)
+        if self._first == "out" and self._out_error is not None:
+            where = "lost" if self._stdout_error is not None else "printed on stdout"
+            detail = f"; stopped, {self.unrecorded} record(s) not written to it ({where})"
+            return OutputFailed(self._out_name, self._out_error, detail)
+        return None
+
+    def _write_file(self, record: dict[str, Any]) -> bool:
+        """Append ``record`` to the ``--out`` file; whether it is there (``True`` without a file)."""
+        if self._out is None:
+            return True
+        if self._out_error is None:
+            try:
+                self._out.write(json.dumps(record) + "\n")
+                return True
+            except (OSError, ValueError) as exc:
+                self._out_error = exc
+                self._failed("out")
+        self.unrecorded += 1
+        return False
 
     def _print(self, line: str) -> None:
-        if self._status is not None and self._stdout.isatty():
-            self._status.clear()
-        self._stdout.write(line + "\n")
-        self._stdout.flush()
+        if self._stdout_error is not None:
+            return
+        try:
+            if self._stdout is None:
+                raise OSError(errno.EBADF, "stdout is closed")
+            if self._status is not None and self._stdout.isatty():
+                self._status.clear()
+            self._stdout.write(line + "\n")
+            self._stdout.flush()
+        except (OSError, ValueError) as exc:
+            self._stdout_error = exc
+            self._failed("stdout")
+
+    def _failed(self, which: str) -> None:
+        if self._first is None:
+            self._first = which
+        self._on_failure()
 
 
 def tls_context(ca: Path | None) -> ssl.SSLContext | None:
@@ -264,6 +320,8 @@ async def listen(options: ListenOptions, *, stdout: TextIO | None = None, status
     ``status``, that line shows the client's state while it runs.
     """
     stdout = sys.stdout if stdout is None else stdout
+    if stdout is None and not options.quiet:
+        raise OutputFailed("stdout", OSError(errno.EBADF, "stdout is closed"))
     started = time.monotonic()
     stop = asyncio.Event()
     sends = list(options.send)
@@ -276,10 +334,7 @@ async def listen(options: ListenOptions, *, stdout: TextIO | None = None, status
         if options.count is not None and recorder.messages >= options.count:
             return  # arrived while closing after --count messages
         session = client.session
-        try:
-            recorder.message(message, session.id if session is not None else None)
-        except BrokenPipeError:
-            stop.set()  # the reader of stdout went away (``| head``): stop cleanly
+        recorder.message(message, session.id if session is not None else None)
         if options.count is not None and recorder.messages >= options.count:
             stop.set()
 
@@ -292,8 +347,20 @@ async def listen(options: ListenOptions, *, stdout: TextIO | None = None, status
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
     with contextlib.ExitStack() as stack:
-        out = stack.enter_context(_open_out(options.out)) if options.out else None
-        recorder = Recorder(client.stats, stdout, out, jsonl=options.jsonl, quiet=options.quiet, status=status)
+        out = None
+        if options.out is not None:
+            out = _open_out(options.out)
+            stack.callback(_close_quietly, out)
+        recorder = Recorder(
+            client.stats,
+            stdout,
+            out,
+            jsonl=options.jsonl,
+            quiet=options.quiet,
+            status=status,
+            out_name=f"--out {options.out}",
+            on_failure=stop.set,
+        )
         for signum in signals:
             loop.add_signal_handler(signum, stop.set)
             stack.callback(loop.remove_signal_handler, signum)
@@ -309,12 +376,19 @@ async def listen(options: ListenOptions, *, stdout: TextIO | None = None, status
                 if not ended.done():
                     await client.close(1000)
                 await asyncio.wait({stopped, ended})
+            if (failure := recorder.failure()) is not None:
+                # Stopping was this command's decision: how the client ended says nothing more.
+                if not ended.cancelled():
+                    ended.exception()
+                raise failure
             ended.result()
         finally:
             if status_task is not None:
                 status_task.cancel()
                 await asyncio.wait({status_task})
             recorder.gaps()
+        if (failure := recorder.failure()) is not None:
+            raise failure  # the last gap record could not be written
 
 
 def _client(options: ListenOptions, on_connect: Any, on_message: Any) -> Client:
@@ -331,6 +405,12 @@ def _client(options: ListenOptions, on_connect: Any, on_message: Any) -> Client:
         headers=options.headers or None,
         ssl=tls_context(options.ca),
     )
+
+
+def _close_quietly(stream: TextIO) -> None:
+    """Close ``stream``; a write that failed already was reported, and its buffer cannot be written either."""
+    with contextlib.suppress(OSError, ValueError):
+        stream.close()
 
 
 def _open_out(path: Path) -> TextIO:

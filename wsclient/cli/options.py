@@ -24,7 +24,10 @@ __all__ = [
     "EXIT_GAVE_UP",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_OUTPUT",
+    "EXIT_PIPE",
     "EXIT_USAGE",
+    "OutputFailed",
     "Run",
     "Subcommands",
     "UsageError",
@@ -44,8 +47,12 @@ EXIT_USAGE = 2
 """A bad argument: the message names it."""
 EXIT_FATAL = 3
 """Retrying cannot help: an HTTP status, an untrusted certificate, a fatal close code."""
+EXIT_OUTPUT = 4
+"""The output could not be written (``--out`` or stdout: a full disk, a closed descriptor): the command stopped."""
 EXIT_INTERRUPTED = 130
 """Ctrl-C during ``demo`` (128 + SIGINT)."""
+EXIT_PIPE = 141
+"""The reader of stdout went away (``| head``): the command stopped quietly, as if killed by SIGPIPE (128 + 13)."""
 
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 """The ``wsclient`` parser's subparsers, which each command's ``add_command`` adds its parser to."""
@@ -56,6 +63,24 @@ Run: TypeAlias = "Callable[[argparse.Namespace, StatusLine | None], Coroutine[An
 
 class UsageError(Exception):
     """An option the client refused (a bad URL, a bad value): the command exits with 2."""
+
+
+class OutputFailed(Exception):
+    """Writing to ``target`` (``stdout`` or ``--out FILE``) failed: the command stops.
+
+    Exit code 141 when the reader of stdout went away (a broken pipe), 4 otherwise.
+    """
+
+    def __init__(self, target: str, error: OSError | ValueError, detail: str = "") -> None:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        super().__init__(f"{target}: cannot write: {reason}{detail}")
+        self.target = target
+        self.error = error
+
+    @property
+    def broken_pipe(self) -> bool:
+        """Whether stdout's reader went away (``| head``): a quiet end, not an error."""
+        return self.target == "stdout" and isinstance(self.error, BrokenPipeError)
 
 
 def positive(text: str) -> float:
