@@ -9,6 +9,7 @@ import shlex
 import signal
 import ssl
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -22,7 +23,7 @@ import wsclient
 from wsclient.cli import EXIT_FATAL, EXIT_GAVE_UP, EXIT_OK, EXIT_OUTPUT, EXIT_PIPE, EXIT_USAGE
 from wsclient.cli.listen import ListenOptions, UsageError, listen
 from wsclient.cli.status_line import StatusLine, configure_logging, describe_client
-from wsclient.testing import FlakyServer
+from wsclient.testing import FaultProxy, FlakyServer
 
 FAST = ["--backoff-initial", "0.01", "--backoff-max", "0.05", "--open-timeout", "2"]
 
@@ -494,3 +495,84 @@ async def test_demo_ends_quietly_with_141_when_the_reader_of_stdout_goes_away() 
     assert "Traceback" not in err
     assert "Exception ignored" not in err
     assert "wsclient: " not in err
+
+
+# Stopping on a dead connection: --close-timeout bounds the close, a second signal ends it at once.
+
+
+async def listen_through_a_blackhole(proxy: FaultProxy, *args: str) -> asyncio.subprocess.Process:
+    """A ``listen`` through ``proxy`` that received a few messages, after which the proxy went silent."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "wsclient",
+        "listen",
+        proxy.url,
+        "--no-heartbeat",
+        *args,
+        *FAST,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    async with asyncio.timeout(10):
+        for _ in range(3):
+            await process.stdout.readline()
+    proxy.blackhole()
+    return process
+
+
+async def read_stderr_until(process: asyncio.subprocess.Process, text: str, seen: list[str]) -> None:
+    assert process.stderr is not None
+    async with asyncio.timeout(10):
+        while not any(text in line for line in seen):
+            line = await process.stderr.readline()
+            if not line:
+                raise AssertionError(f"stderr ended without {text!r}: {seen}")
+            seen.append(line.decode())
+
+
+async def end_of(process: asyncio.subprocess.Process, timeout: float) -> tuple[int, float]:
+    """Wait for ``process`` to end (draining its output); its exit code and how long that took."""
+    started = time.monotonic()
+    async with asyncio.timeout(timeout):
+        await process.communicate()
+        code = await process.wait()
+    return code, time.monotonic() - started
+
+
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_a_second_signal_drops_a_dead_connection_at_once(second: signal.Signals) -> None:
+    async with FlakyServer("stream", stream_interval=0.005) as server, FaultProxy(server.port) as proxy:
+        process = await listen_through_a_blackhole(proxy, "--close-timeout", "30")
+        try:
+            process.send_signal(signal.SIGTERM)
+            seen: list[str] = []
+            await read_stderr_until(process, "stopping", seen)
+            assert "again to drop the connection at once" in seen[-1]
+            process.send_signal(second)
+            code, took = await end_of(process, timeout=10)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.communicate()
+    assert code == EXIT_OK
+    assert took < 3  # not the 30 s of --close-timeout
+
+
+async def test_close_timeout_bounds_the_close_of_a_dead_connection() -> None:
+    async with FlakyServer("stream", stream_interval=0.005) as server, FaultProxy(server.port) as proxy:
+        process = await listen_through_a_blackhole(proxy, "--close-timeout", "0.5")
+        try:
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            seen: list[str] = []
+            await read_stderr_until(process, "close_timeout", seen)
+            code, _ = await end_of(process, timeout=10)
+            took = time.monotonic() - started
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.communicate()
+    assert code == EXIT_OK
+    assert 0.5 <= took < 5

@@ -27,6 +27,7 @@ from ..backoff import Backoff
 from ..client import Client
 from ..config import Data
 from ..heartbeat import Heartbeat
+from ..logs import get_logger
 from ..session import Session
 from ..stats import Outage, Stats
 from .options import (
@@ -118,6 +119,14 @@ def add_command(commands: Subcommands) -> None:
     group.add_argument(
         "--open-timeout", type=positive, default=10.0, metavar="S", help="handshake timeout (default: %(default)s)"
     )
+    group.add_argument(
+        "--close-timeout",
+        type=positive,
+        default=10.0,
+        metavar="S",
+        help="longest wait for the closing handshake when stopping; a second Ctrl-C or SIGTERM "
+        "drops the connection at once (default: %(default)s)",
+    )
     add_output_options(parser)
 
 
@@ -137,6 +146,7 @@ async def _run(args: argparse.Namespace, status: StatusLine | None) -> int:
         max_outage=args.max_outage,
         idle_timeout=args.idle_timeout,
         open_timeout=args.open_timeout,
+        close_timeout=args.close_timeout,
         ca=args.ca,
     )
     await listen(options, status=status)
@@ -167,6 +177,7 @@ class ListenOptions:
     max_outage: float | None = None
     idle_timeout: float | None = None
     open_timeout: float = 10.0
+    close_timeout: float = 10.0
     ca: Path | None = None
 
 
@@ -325,6 +336,7 @@ async def listen(options: ListenOptions, *, stdout: TextIO | None = None, status
     started = time.monotonic()
     stop = asyncio.Event()
     sends = list(options.send)
+    log = get_logger()
 
     async def on_connect(session: Session) -> None:
         for message in sends:
@@ -361,8 +373,22 @@ async def listen(options: ListenOptions, *, stdout: TextIO | None = None, status
             out_name=f"--out {options.out}",
             on_failure=stop.set,
         )
+        abort = asyncio.Event()
+
+        def on_signal(signum: signal.Signals) -> None:
+            if stop.is_set():
+                abort.set()  # the second one: no more waiting for the closing handshake
+                return
+            stop.set()
+            log.info(
+                "stopping",
+                signal=signum.name,
+                close_timeout=options.close_timeout,
+                hint="send it again to drop the connection at once",
+            )
+
         for signum in signals:
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, on_signal, signum)
             stack.callback(loop.remove_signal_handler, signum)
         status_task = asyncio.create_task(status.run(), name="wsclient-status") if status is not None else None
         try:
@@ -374,7 +400,7 @@ async def listen(options: ListenOptions, *, stdout: TextIO | None = None, status
             finally:
                 stopped.cancel()
                 if not ended.done():
-                    await client.close(1000)
+                    await _close(client, abort)
                 await asyncio.wait({stopped, ended})
             if (failure := recorder.failure()) is not None:
                 # Stopping was this command's decision: how the client ended says nothing more.
@@ -391,6 +417,21 @@ async def listen(options: ListenOptions, *, stdout: TextIO | None = None, status
             raise failure  # the last gap record could not be written
 
 
+async def _close(client: Client, abort: asyncio.Event) -> None:
+    """Close with 1000, within ``close_timeout``; drop the connection at once when ``abort`` is set."""
+    closing = asyncio.create_task(client.close(1000), name="wsclient-close")
+    aborting = asyncio.create_task(abort.wait(), name="wsclient-abort")
+    try:
+        await asyncio.wait({closing, aborting}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        aborting.cancel()
+        if not closing.done():
+            closing.cancel()  # a cancelled close() aborts the connection
+        await asyncio.wait({closing, aborting})
+    if not closing.cancelled():
+        closing.result()
+
+
 def _client(options: ListenOptions, on_connect: Any, on_message: Any) -> Client:
     return Client(
         options.url,
@@ -402,6 +443,7 @@ def _client(options: ListenOptions, on_connect: Any, on_message: Any) -> Client:
         heartbeat=options.heartbeat,
         idle_timeout=options.idle_timeout,
         open_timeout=options.open_timeout,
+        close_timeout=options.close_timeout,
         headers=options.headers or None,
         ssl=tls_context(options.ca),
     )
