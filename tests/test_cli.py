@@ -205,6 +205,27 @@ LISTEN_USAGE = "usage: wsclient listen "
         (["listen", "ws://127.0.0.1:1", "--backoff-initial", "5", "--backoff-max", "1"], "--backoff-max", LISTEN_USAGE),
         (["listen", "ws://127.0.0.1:1", "--ca", "/nonexistent/ca.pem"], "no such file", LISTEN_USAGE),
         (["listen", "ws://127.0.0.1:1", "--out", "/nonexistent/dir/out.jsonl"], "--out", LISTEN_USAGE),
+        (
+            ["listen", "ws://127.0.0.1:1", "--ping-interval", "inf"],
+            "argument --ping-interval: must be > 0",
+            LISTEN_USAGE,
+        ),
+        (
+            ["listen", "ws://127.0.0.1:1", "--no-heartbeat", "--ping-interval", "5"],
+            "argument --ping-interval: not allowed with --no-heartbeat",
+            LISTEN_USAGE,
+        ),
+        (
+            ["listen", "ws://127.0.0.1:1", "--ping-timeout", "5", "--no-heartbeat"],
+            "argument --ping-timeout: not allowed with --no-heartbeat",
+            LISTEN_USAGE,
+        ),
+        (["listen", "ws://127.0.0.1:1", "--max-size", "lots"], "argument --max-size: not a size", LISTEN_USAGE),
+        (["listen", "ws://127.0.0.1:1", "--max-size", "0"], "argument --max-size: must be >= 1 byte", LISTEN_USAGE),
+        (["listen", "ws://127.0.0.1:1", "--close-timeout", "-1"], "argument --close-timeout", LISTEN_USAGE),
+        (["listen", "ws://127.0.0.1:1", "--out", "/nonexistent/dir/out.jsonl"], "argument --out", LISTEN_USAGE),
+        (["listen", "ws://127.0.0.1:1", "--header", "Bad Name: x"], "argument --header", LISTEN_USAGE),
+        (["demo", "--fats"], "unrecognized arguments: --fats", "usage: wsclient [-h]"),
         (["frobnicate"], "invalid choice", "usage: wsclient [-h]"),
     ],
 )
@@ -262,7 +283,15 @@ async def test_help_lists_both_commands_and_the_exit_codes() -> None:
     assert code == EXIT_OK
     assert "listen" in out
     assert "demo" in out
-    assert "2 usage error" in out
+    codes = [line.split()[0] for line in out.split("exit codes:\n")[1].splitlines()]
+    assert codes == ["0", "1", "2", "3", "4", "130", "141", "143"]
+    assert "2    usage error" in out
+    assert "143  SIGTERM (demo)" in out
+    for command in ("listen", "demo"):
+        code, help_text, _ = await run_cli(command, "--help")
+        assert code == EXIT_OK
+        assert "exit codes:" in help_text
+        assert "4    output failed" in help_text
 
 
 async def test_wait_closed_returns_on_a_clean_close_and_raises_what_stopped_the_client(server: FlakyServer) -> None:
@@ -576,3 +605,36 @@ async def test_close_timeout_bounds_the_close_of_a_dead_connection() -> None:
                 await process.communicate()
     assert code == EXIT_OK
     assert 0.5 <= took < 5
+
+
+# Arguments: every error is exit code 2 and names the option.
+
+
+async def test_ca_without_a_certificate_or_with_a_ws_url_is_a_usage_error_naming_ca(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.pem"
+    empty.write_text("not a certificate\n")
+    code, _, err = await run_cli("listen", "wss://127.0.0.1:1", "--ca", str(empty))
+    assert code == EXIT_USAGE
+    assert err.startswith(LISTEN_USAGE)
+    assert f"argument --ca: no PEM certificate in {empty}" in err
+
+    ca_file = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca_file))
+    code, _, err = await run_cli("listen", "ws://127.0.0.1:1", "--ca", str(ca_file))
+    assert code == EXIT_USAGE
+    assert err.startswith(LISTEN_USAGE)
+    assert "argument --ca: only for wss:// URLs" in err
+    assert "ssl" not in err
+
+
+async def test_max_size_lets_a_big_message_through() -> None:
+    big = 3 * 2**20
+    async with FlakyServer("echo") as server:
+        server.send_oversized_next(big)
+        code, _, err = await run_cli("listen", server.url, *FAST)
+        assert code == EXIT_FATAL
+        assert "1009" in err
+        server.send_oversized_next(big)
+        code, out, err = await run_cli("listen", server.url, "--max-size", "4MiB", "--count", "1", *FAST)
+    assert code == EXIT_OK, err
+    assert out == "x" * big + "\n"

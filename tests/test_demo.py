@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import signal
 import sys
 
+import pytest
+
+from wsclient.cli import EXIT_INTERRUPTED, EXIT_TERMINATED
 from wsclient.cli.demo import run_demo
 
 
@@ -40,3 +44,20 @@ async def test_the_demo_command_exits_0() -> None:
         out, _ = await process.communicate()
     assert process.returncode == 0
     assert b"OK: every fault survived, nothing lost." in out
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, EXIT_TERMINATED), (signal.SIGINT, EXIT_INTERRUPTED)], ids=["TERM", "INT"]
+)
+async def test_the_demo_command_stops_cleanly_on_a_signal_with_its_exit_code(signum: signal.Signals, code: int) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wsclient", "demo", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    async with asyncio.timeout(30):
+        first = await process.stdout.readline()  # the demo runs: its server is up, the client connecting
+        process.send_signal(signum)
+        _, err = await process.communicate()
+    assert first.startswith(b"wsclient demo:")
+    assert process.returncode == code, err
+    assert b"Traceback" not in err

@@ -5,10 +5,8 @@ listed in :data:`COMMANDS` (see :mod:`wsclient.cli.options` for what that
 function sets up); :func:`main` configures logging, runs the command and turns
 the way it ended into the exit code.
 
-Exit codes: 0 normal end (the server closed with 1000, ``--count`` reached,
-Ctrl-C or SIGTERM), 1 gave up (``max_attempts``/``max_outage``), 2 usage
-error, 3 fatal error (the message names the cause: an HTTP status, an
-untrusted certificate, a fatal close code).
+The exit codes are listed in :data:`wsclient.cli.options.EXIT_CODES_HELP`
+and in ``docs/cli.md``.
 """
 
 from __future__ import annotations
@@ -25,12 +23,14 @@ from ..errors import FatalError, GaveUp
 from ..logs import describe_error
 from . import demo, listen
 from .options import (
+    EXIT_CODES_HELP,
     EXIT_FATAL,
     EXIT_GAVE_UP,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_OUTPUT,
     EXIT_PIPE,
+    EXIT_TERMINATED,
     EXIT_USAGE,
     OutputFailed,
     Run,
@@ -48,6 +48,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_OUTPUT",
     "EXIT_PIPE",
+    "EXIT_TERMINATED",
     "EXIT_USAGE",
     "build_parser",
     "main",
@@ -62,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wsclient",
         description="A resilient WebSocket client: reconnects, heartbeats, records gaps.",
-        epilog="Exit codes: 0 normal end, 1 gave up, 2 usage error, 3 fatal error.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

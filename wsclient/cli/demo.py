@@ -17,6 +17,7 @@ import contextlib
 import errno
 import json
 import logging
+import signal
 import sys
 import time
 from collections import deque
@@ -33,7 +34,15 @@ from ..config import Data
 from ..heartbeat import Heartbeat
 from ..session import Session
 from ..testing import FlakyServer
-from .options import EXIT_GAVE_UP, EXIT_OK, OutputFailed, Subcommands, add_output_options
+from .options import (
+    EXIT_CODES_HELP,
+    EXIT_GAVE_UP,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    OutputFailed,
+    Subcommands,
+    add_output_options,
+)
 from .status_line import StatusLine
 
 __all__ = ["Collector", "FaultResult", "TickFeed", "add_command", "run_demo"]
@@ -45,6 +54,8 @@ def add_command(commands: Subcommands) -> None:
         "demo",
         help="watch a collector survive scripted faults against a local server (no network needed)",
         description="Run a collector against a local server while faults are injected, then report what was lost.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.set_defaults(run=_run, log_level=logging.ERROR, usage_error=parser.error)
     parser.add_argument("--fast", action="store_true", help="run the same script about ten times faster")
@@ -52,9 +63,30 @@ def add_command(commands: Subcommands) -> None:
 
 
 async def _run(args: argparse.Namespace, status: StatusLine | None) -> int:
+    """Run the demo; SIGTERM stops it, cleaned up, with 143 (Ctrl-C with 130, through ``KeyboardInterrupt``)."""
     if sys.stdout is None:
         raise OutputFailed("stdout", OSError(errno.EBADF, "stdout is closed"))
-    return EXIT_OK if await run_demo(fast=args.fast, status=status) else EXIT_GAVE_UP
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    terminated = False
+
+    def on_sigterm() -> None:
+        nonlocal terminated
+        terminated = True
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    try:
+        ok = await run_demo(fast=args.fast, status=status)
+    except asyncio.CancelledError:
+        if not terminated:
+            raise
+        task.uncancel()
+        return EXIT_TERMINATED
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+    return EXIT_OK if ok else EXIT_GAVE_UP
 
 
 class TickFeed:

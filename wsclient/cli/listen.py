@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from ..backoff import Backoff
 from ..client import Client
@@ -31,15 +32,18 @@ from ..logs import get_logger
 from ..session import Session
 from ..stats import Outage, Stats
 from .options import (
+    EXIT_CODES_HELP,
     EXIT_OK,
     OutputFailed,
     Subcommands,
     UsageError,
     add_output_options,
+    ca_file,
     count,
-    existing_file,
     header,
     positive,
+    size,
+    usage_error_of,
 )
 from .status_line import StatusLine, describe_client
 
@@ -55,12 +59,34 @@ __all__ = [
 ]
 
 
+PING_INTERVAL = 20.0
+PING_TIMEOUT = 10.0
+
+CLIENT_OPTIONS = {
+    "url": "url",
+    "headers": "--header",
+    "header": "--header",
+    "ssl": "--ca",
+    "max_size": "--max-size",
+    "open_timeout": "--open-timeout",
+    "close_timeout": "--close-timeout",
+    "idle_timeout": "--idle-timeout",
+    "max_attempts": "--max-attempts",
+    "max_outage": "--max-outage",
+    "Heartbeat": "--ping-interval/--ping-timeout",
+    "Backoff": "--backoff-initial/--backoff-max",
+}
+"""The option behind each argument of ``Client`` that ``listen`` sets, to name it in a usage error."""
+
+
 def add_command(commands: Subcommands) -> None:
     """Add ``listen`` and its options to the ``wsclient`` command."""
     parser = commands.add_parser(
         "listen",
         help="print every message of a WebSocket feed, reconnecting through drops",
         description="Print every message as it arrives, reconnect through drops, and record every outage.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.set_defaults(run=_run, log_level=logging.INFO, usage_error=parser.error)
     parser.add_argument("url", help="ws:// or wss:// URL")
@@ -76,21 +102,22 @@ def add_command(commands: Subcommands) -> None:
     )
     parser.add_argument("--quiet", action="store_true", help="print no messages (with --out: only record them)")
     parser.add_argument("--count", type=count, metavar="N", help="close with 1000 after N messages")
-    parser.add_argument("--ca", type=existing_file, metavar="FILE", help="trust the CA certificates in FILE (wss)")
+    parser.add_argument(
+        "--ca", type=ca_file, metavar="FILE", help="trust the CA certificates in FILE (PEM; wss:// URLs only)"
+    )
     group = parser.add_argument_group("resilience")
+    # No argparse default: --no-heartbeat must tell whether they were given.
     group.add_argument(
         "--ping-interval",
         type=positive,
-        default=20.0,
         metavar="S",
-        help="heartbeat every S seconds (default: %(default)s)",
+        help=f"heartbeat every S seconds (default: {PING_INTERVAL})",
     )
     group.add_argument(
         "--ping-timeout",
         type=positive,
-        default=10.0,
         metavar="S",
-        help="dead after S seconds silent (default: %(default)s)",
+        help=f"dead after S seconds silent (default: {PING_TIMEOUT})",
     )
     group.add_argument("--no-heartbeat", action="store_true", help="turn the heartbeat off")
     group.add_argument(
@@ -127,11 +154,33 @@ def add_command(commands: Subcommands) -> None:
         help="longest wait for the closing handshake when stopping; a second Ctrl-C or SIGTERM "
         "drops the connection at once (default: %(default)s)",
     )
+    group.add_argument(
+        "--max-size",
+        type=size,
+        default=2**20,
+        metavar="BYTES",
+        help="largest message accepted: a bigger one is a fatal error (1009); "
+        "K, M and G suffixes are powers of 1024 (default: 1MiB)",
+    )
     add_output_options(parser)
 
 
 async def _run(args: argparse.Namespace, status: StatusLine | None) -> int:
-    heartbeat = None if args.no_heartbeat else Heartbeat(interval=args.ping_interval, timeout=args.ping_timeout)
+    if args.no_heartbeat:
+        for option, value in (("--ping-interval", args.ping_interval), ("--ping-timeout", args.ping_timeout)):
+            if value is not None:
+                raise UsageError(f"argument {option}: not allowed with --no-heartbeat")
+        heartbeat = None
+    else:
+        try:
+            heartbeat = Heartbeat(
+                interval=PING_INTERVAL if args.ping_interval is None else args.ping_interval,
+                timeout=PING_TIMEOUT if args.ping_timeout is None else args.ping_timeout,
+            )
+        except (TypeError, ValueError) as exc:
+            raise usage_error_of(exc, CLIENT_OPTIONS) from exc
+    if args.ca is not None and urlsplit(args.url).scheme.lower() != "wss":
+        raise UsageError("argument --ca: only for wss:// URLs (the url is not one)")
     options = ListenOptions(
         url=args.url,
         send=args.send,
@@ -147,6 +196,7 @@ async def _run(args: argparse.Namespace, status: StatusLine | None) -> int:
         idle_timeout=args.idle_timeout,
         open_timeout=args.open_timeout,
         close_timeout=args.close_timeout,
+        max_size=args.max_size,
         ca=args.ca,
     )
     await listen(options, status=status)
@@ -157,7 +207,7 @@ def _backoff(initial: float, maximum: float) -> Backoff:
     try:
         return Backoff(initial=initial, maximum=maximum)
     except (TypeError, ValueError) as exc:
-        raise UsageError(f"--backoff-initial/--backoff-max: {exc}") from exc
+        raise UsageError(f"argument --backoff-initial/--backoff-max: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +228,7 @@ class ListenOptions:
     idle_timeout: float | None = None
     open_timeout: float = 10.0
     close_timeout: float = 10.0
+    max_size: int | None = 2**20
     ca: Path | None = None
 
 
@@ -353,7 +404,7 @@ async def listen(options: ListenOptions, *, stdout: TextIO | None = None, status
     try:
         client = _client(options, on_connect if sends else None, on_message)
     except (TypeError, ValueError) as exc:
-        raise UsageError(str(exc)) from exc
+        raise usage_error_of(exc, CLIENT_OPTIONS) from exc
     if status is not None:
         status.render = lambda: describe_client(client, started)
     loop = asyncio.get_running_loop()
@@ -444,6 +495,7 @@ def _client(options: ListenOptions, on_connect: Any, on_message: Any) -> Client:
         idle_timeout=options.idle_timeout,
         open_timeout=options.open_timeout,
         close_timeout=options.close_timeout,
+        max_size=options.max_size,
         headers=options.headers or None,
         ssl=tls_context(options.ca),
     )
@@ -459,4 +511,4 @@ def _open_out(path: Path) -> TextIO:
     try:
         return path.open("a", encoding="utf-8", buffering=1)
     except OSError as exc:
-        raise UsageError(f"--out {path}: {exc.strerror or exc}") from exc
+        raise UsageError(f"argument --out: {path}: {exc.strerror or exc}") from exc
