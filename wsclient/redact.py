@@ -43,8 +43,9 @@ _SECRET_NAME = re.compile(
 )
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 _URL_IN_TEXT = re.compile(r"\b(?:wss?|https?)://[^\s'\"<>]+", re.IGNORECASE)
-# A "name: value" header line inside a larger text (a raw HTTP request or response).
-_HEADER_LINE = re.compile(r"(?m)^([-!#$%&'*+.^_`|~0-9a-zA-Z]+)([ \t]*:[ \t]*)([^\r\n]*)")
+# A "name: value" header line inside a larger text (a raw HTTP request or response): after a line break,
+# so that the first line of an error's text ("KeyError: 'x'") is never taken for a header.
+_HEADER_LINE = re.compile(r"(?<=\n)([-!#$%&'*+.^_`|~0-9a-zA-Z]+)([ \t]*:[ \t]*)([^\r\n]*)")
 # A query parameter anywhere: after "?" or "&", up to the next separator.
 _QUERY_PARAM = re.compile(r"([?&;])([^=&;#\s'\"<>]+)=([^&;#\s'\"<>]*)")
 
