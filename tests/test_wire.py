@@ -187,6 +187,33 @@ async def test_userinfo_goes_as_basic_authorization_never_in_host(raw_listener: 
     assert b"alice" not in seen[0]
 
 
+async def test_both_transports_send_the_same_header_lines(raw_listener: tuple[int, list[bytes]]) -> None:
+    port, seen = raw_listener
+    headers = {"X-Plain": "v 1\t2", "x-lower": "!#~", "X-Empty": "", "Cookie": "a=b; c=d"}
+    for transport in ("websockets", "picows"):
+        client = wsclient.Client(
+            f"ws://u:p@127.0.0.1:{port}/a?b=c",
+            headers=headers,
+            subprotocols=["v1", "v2"],
+            transport=transport,
+            compression=None,
+            **fast(max_attempts=1),
+        )
+        with pytest.raises(wsclient.WsClientError):
+            async with asyncio.timeout(5), client:
+                pass
+    mine = {"x-plain", "x-lower", "x-empty", "cookie", "authorization", "host", "sec-websocket-protocol"}
+    lines = [
+        sorted(line for line in request.decode("ascii").split("\r\n") if line.partition(":")[0].lower() in mine)
+        for request in seen
+    ]
+    assert len(lines) == 2
+    assert lines[0] == lines[1]
+    assert f"Host: 127.0.0.1:{port}" in lines[0]
+    assert "X-Plain: v 1\t2" in lines[0]
+    assert [request.split(b"\r\n")[0] for request in seen] == [b"GET /a?b=c HTTP/1.1"] * 2
+
+
 def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
