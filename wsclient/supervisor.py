@@ -321,7 +321,7 @@ class Supervisor:
             if isinstance(exc, TimeoutError) and deadline.expired():
                 overran = TimeoutError(f"the {name} callable did not return within open_timeout ({open_timeout}s)")
                 self._log.warning("url_or_headers_failed", callback=name, error=describe_error(overran))
-                raise overran from None
+                raise overran from exc  # its context shows where the callable was waiting
             error = callback_error(name, exc)
             self._log.warning("url_or_headers_failed", callback=name, error=describe_error(exc))
             if error is exc:
