@@ -254,9 +254,11 @@ async def test_certificate_trusted_through_the_ssl_argument(tls_server: tuple[st
 
 
 async def test_invalid_url_from_a_callable_is_fatal() -> None:
-    with pytest.raises(wsclient.HandshakeError, match="ws:// or wss://"):
+    with pytest.raises(wsclient.CallbackError, match="ws:// or wss://") as caught:
         async with wsclient.Client(lambda: "http://127.0.0.1:1/", **fast()):
             pass
+    assert caught.value.callback == "url"
+    assert isinstance(caught.value.__cause__, ValueError)
 
 
 # on_connect.

@@ -626,10 +626,11 @@ async def test_a_timeout_anywhere_in_a_clients_life_leaves_it_closed_and_account
 # Less travelled ways out
 
 
-async def test_a_headers_callable_that_returns_no_mapping_is_a_handshake_error(server: FlakyServer) -> None:
-    with pytest.raises(wsclient.HandshakeError, match="must return a mapping"):
+async def test_a_headers_callable_that_returns_no_mapping_is_a_callback_error(server: FlakyServer) -> None:
+    with pytest.raises(wsclient.CallbackError, match="must be a mapping") as caught:
         async with asyncio.timeout(BOUND), wsclient.Client(server.url, headers=lambda: ["x"], **fast()):  # type: ignore[arg-type, return-value]
             pass
+    assert caught.value.callback == "headers"
     assert server.accepted == 0
 
 

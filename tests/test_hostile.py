@@ -193,7 +193,7 @@ async def test_secrets_never_reach_the_logs_under_any_fault(server: FlakyServer)
         with capture_logs() as events:
             client = wsclient.Client(
                 url.format(port=proxy.port),
-                headers={"Authorization": "Bearer s3cret"},
+                headers={"Cookie": "Bearer s3cret"},
                 **fast(heartbeat=heartbeat, open_timeout=50 * MS),
             )
             async with asyncio.timeout(BOUND), client:

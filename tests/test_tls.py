@@ -133,10 +133,10 @@ async def test_tls_failures_never_log_secrets(secure: FlakyServer, ca: trustme.C
     with capture_logs() as events:
         async with asyncio.timeout(BOUND):
             with pytest.raises(wsclient.CertificateError) as caught:
-                async with wsclient.Client(url, headers={"Authorization": "Bearer s3cret"}, **fast()):
+                async with wsclient.Client(url, headers={"Cookie": "Bearer s3cret"}, **fast()):
                     pass
             secure.drop()
-            client = wsclient.Client(url, ssl=trusting(ca), headers={"Authorization": "Bearer s3cret"}, **fast())
+            client = wsclient.Client(url, ssl=trusting(ca), headers={"Cookie": "Bearer s3cret"}, **fast())
             async with client:
                 await client.wait_open(timeout=BOUND)
                 secure.drop()

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 from .backoff import Backoff
 from .heartbeat import Heartbeat
 from .policy import Action, ClosePolicy, ErrorClassifier
+from .redact import redact_headers, redact_url
+from .wire import check_headers, check_subprotocols, check_url, handshake_target
 
 if TYPE_CHECKING:
     from .events import SessionEnd
@@ -50,29 +52,17 @@ _COMPRESSIONS = ("deflate", None)
 _TRANSPORTS = ("websockets", "picows")
 
 
-def check_url(url: object, name: str = "url") -> str:
-    """Return ``url`` if it is a ws:// or wss:// URL with a host, else raise naming ``name``."""
-    if not isinstance(url, str):
-        raise TypeError(f"{name} must be a str or a callable returning one, got {type(url).__name__}")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise ValueError(f"{name} is not a valid URL: {exc}") from None
-    if parts.scheme not in ("ws", "wss"):
-        raise ValueError(f"{name} must start with ws:// or wss://, got scheme {parts.scheme or '(none)'!r}")
-    if not parts.hostname:
-        raise ValueError(f"{name} has no host")
-    return url
-
-
-def _number(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False, optional: bool = False) -> None:
+def _number(
+    name: str, value: Any, *, minimum: float = 0.0, strict: bool = False, optional: bool = False, finite: bool = False
+) -> None:
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number, got {value!r}")
     if (strict and not value > minimum) or not value >= minimum:
         raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value!r}")
+    if finite and value == float("inf"):
+        raise ValueError(f"{name} must be a finite number of seconds, got {value!r}")
 
 
 def _integer(name: str, value: Any, *, minimum: int, optional: bool = False) -> None:
@@ -101,9 +91,12 @@ def is_async_callable(value: Any) -> bool:
     return inspect.iscoroutinefunction(value) or inspect.iscoroutinefunction(getattr(value, "__call__", None))  # noqa: B004
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class ClientConfig:
-    """Every ``Client`` argument, validated; see ``Client`` for what each one means."""
+    """Every ``Client`` argument, validated; see ``Client`` for what each one means.
+
+    Its ``repr`` shows the URL and the headers with their credentials redacted.
+    """
 
     url: UrlSource
     on_connect: OnConnect | None = None
@@ -157,7 +150,7 @@ class ClientConfig:
         _number("max_outage", self.max_outage, strict=True, optional=True)
         _number("idle_timeout", self.idle_timeout, strict=True, optional=True)
         _number("open_timeout", self.open_timeout, strict=True, optional=True)
-        _number("close_timeout", self.close_timeout, strict=True)
+        _number("close_timeout", self.close_timeout, strict=True, finite=True)
         _integer("max_buffered", self.max_buffered, minimum=0)
         _integer("inbox_size", self.inbox_size, minimum=1)
         _integer("max_size", self.max_size, minimum=1, optional=True)
@@ -183,10 +176,12 @@ class ClientConfig:
             raise TypeError(f"reconnect_on_normal_close must be a bool, got {self.reconnect_on_normal_close!r}")
         if self.headers is not None and not (isinstance(self.headers, Mapping) or callable(self.headers)):
             raise TypeError(f"headers must be a mapping or a callable returning one, got {type(self.headers).__name__}")
-        if self.subprotocols is not None and (
-            isinstance(self.subprotocols, str) or not all(isinstance(p, str) for p in self.subprotocols)
-        ):
-            raise TypeError("subprotocols must be a sequence of str")
+        if self.headers is not None and not callable(self.headers):
+            check_headers(self.headers)
+            if not callable(self.url):
+                handshake_target(self.url, self.headers)
+        if self.subprotocols is not None:
+            check_subprotocols(self.subprotocols)
         if self.close_actions is not None and not callable(self.close_actions):
             if not isinstance(self.close_actions, Mapping):
                 raise TypeError(
@@ -204,3 +199,14 @@ class ClientConfig:
                         f"'reconnect', 'stop', 'fatal', got {action!r}"
                     ) from None
             object.__setattr__(self, "close_actions", actions)
+
+    def __repr__(self) -> str:
+        fields = []
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if name == "url" and isinstance(value, str):
+                value = redact_url(value)
+            elif name == "headers" and isinstance(value, Mapping):
+                value = redact_headers(value)
+            fields.append(f"{name}={value!r}")
+        return f"ClientConfig({', '.join(fields)})"

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 
 from websockets.datastructures import Headers
 
+from .redact import describe_error
+
 __all__ = [
     "BufferFull",
     "CallbackError",
@@ -113,7 +115,8 @@ class CallbackError(FatalError):
 
     def __init__(self, callback: str, error: BaseException) -> None:
         self.callback = callback
-        detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        # The error's text may hold what the callable returned (a URL with a token): credentials are redacted.
+        detail = describe_error(error) or type(error).__name__
         super().__init__(f"{callback} raised {detail}")
 
 

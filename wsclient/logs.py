@@ -7,19 +7,19 @@ logger ``logging.getLogger("wsclient")``, as Python expects of a library;
 the choice is made per event, so configuring either after creating a client
 works. Secrets are redacted before a value is bound to an event, and
 :func:`redact_secrets` is a structlog processor for applications that log URLs
-or headers themselves.
+or headers themselves; the redaction itself lives in :mod:`wsclient.redact`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
+
+from .redact import REDACTED, describe_error, redact_headers, redact_secrets, redact_url
 
 __all__ = [
     "LOGGER_NAME",
@@ -33,77 +33,6 @@ __all__ = [
 ]
 
 LOGGER_NAME = "wsclient"
-
-REDACTED = "[redacted]"
-
-_SECRET_NAME = re.compile(
-    r"token|key|secret|sig|signature|pass|password|pwd|auth|credential|session|cookie|jwt|bearer|code",
-    re.IGNORECASE,
-)
-_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
-_URL_IN_TEXT = re.compile(r"\bwss?://[^\s'\"<>]+", re.IGNORECASE)
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` with its userinfo and the values of secret-looking query parameters redacted.
-
-    Redacting an already redacted URL changes nothing, so a URL bound to an
-    event can go through :func:`redact_secrets` again.
-    """
-    # The userinfo is cut off before parsing: a redacted one ("[redacted]@")
-    # would read as a malformed IPv6 host.
-    scheme, separator, rest = url.partition("://")
-    had_userinfo = False
-    if separator:
-        end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
-        authority = rest[:end]
-        if "@" in authority:
-            had_userinfo = True
-            url = f"{scheme}://{authority.rpartition('@')[2]}{rest[end:]}"
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
-        return REDACTED
-    netloc = f"{REDACTED}@{parts.netloc}" if had_userinfo else parts.netloc
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, REDACTED if _SECRET_NAME.search(k) else v) for k, v in pairs], safe="[]")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
-def describe_error(exc: BaseException | None) -> str | None:
-    """A one-line description of ``exc`` for a log event, with any URL in it redacted.
-
-    The exception's ``repr`` is avoided on purpose: an HTTP rejection's repr
-    carries the response headers, ``Set-Cookie`` included.
-    """
-    if exc is None:
-        return None
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)
-
-
-def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Return a copy of ``headers`` with credentials (``Authorization``, ``Cookie``, tokens) redacted."""
-    return {
-        name: REDACTED if name.lower() in _SECRET_HEADERS or _SECRET_NAME.search(name) else value
-        for name, value in headers.items()
-    }
-
-
-def redact_secrets(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """A structlog processor: redact ``url``/``uri`` values and ``headers`` mappings in an event."""
-    for key in ("url", "uri", "location"):
-        value = event_dict.get(key)
-        if isinstance(value, str):
-            event_dict[key] = redact_url(value)
-    headers = event_dict.get("headers")
-    if isinstance(headers, Mapping):
-        event_dict["headers"] = redact_headers(headers)
-    return event_dict
-
 
 # A standard LogRecord's own attributes: an event field with one of these names
 # cannot be passed in ``extra`` and is prefixed instead.

@@ -35,6 +35,7 @@ from .errors import (
     RequestInterrupted,
 )
 from .events import Cause, ClosedBy, SessionEnd
+from .redact import describe_error
 
 __all__ = [
     "Action",
@@ -212,7 +213,8 @@ def to_fatal(exc: BaseException) -> FatalError:
         return HandshakeRejected(exc.response.status_code, exc.response.headers)
     if isinstance(exc, ssl.SSLCertVerificationError):
         return CertificateError(f"server certificate not trusted: {exc.verify_message or exc}")
-    return HandshakeError(f"{type(exc).__name__}: {exc}")
+    # The text of a handshake error can hold the URL (an invalid one, a redirect's Location): redacted.
+    return HandshakeError(describe_error(exc) or type(exc).__name__)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -11,21 +11,23 @@ import asyncio
 import inspect
 import ssl as ssl_module
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_exception
 
 from .buffers import Deliver, Outbox, Waiters
-from .config import ClientConfig, Data, check_url
-from .errors import CallbackError, FatalError, GaveUp, HandshakeError
+from .config import ClientConfig, Data
+from .errors import CallbackError, FatalError, GaveUp
 from .events import Cause, ClosedBy, SessionEnd, State
 from .logs import describe_error, redact_url
 from .policy import Action, SessionDropped, callback_error, close_action, connect_action, hook_action, to_fatal
+from .redact import redact_error
 from .replies import Requests
 from .session import ABNORMAL_CLOSURE, Session
 from .stats import Outage, Stats
 from .transports import open_transport
+from .wire import check_headers, check_url, handshake_target
 
 __all__ = ["Supervisor"]
 
@@ -154,7 +156,7 @@ class Supervisor:
                 attempts = last.attempt_number - self._seeded
                 elapsed = time.monotonic() - (started if self._down_at is None else self._down_at)
                 self._log.error("gave_up", attempts=attempts, error=_describe(cause))
-                raise GaveUp(attempts, elapsed) from cause
+                raise GaveUp(attempts, elapsed) from (None if cause is None else redact_error(cause))
             except FatalError as exc:
                 self._log.error("fatal", error=describe_error(exc))
                 raise
@@ -213,16 +215,21 @@ class Supervisor:
         stats.connect_attempts += 1
         if (outage := stats.current_outage) is not None:
             outage.attempts += 1
-        url, headers = await self._resolve_target()
-        log = self._log.bind(url=redact_url(url))
+        # open_timeout bounds the whole attempt: the url and headers callables, then the handshake.
+        loop = asyncio.get_running_loop()
+        timeout = config.open_timeout
+        deadline = None if timeout is None else loop.time() + timeout
+        given, url, headers = await self._resolve_target(timeout)
+        log = self._log.bind(url=redact_url(given))
         log.debug("connecting", attempt=stats.connect_attempts)
         try:
-            transport = await open_transport(config, url, headers, self._ssl_for(url))
+            remaining = None if deadline is None else max(deadline - loop.time(), 0.001)
+            transport = await open_transport(config, url, headers, self._ssl_for(url), remaining)
         except Exception as exc:
             action = self._connect_action(exc)
             log.warning("connect_failed", error=describe_error(exc), action=action.value)
             if action is Action.FATAL:
-                raise to_fatal(exc) from exc
+                raise to_fatal(exc) from redact_error(exc)
             raise
         if self._stopping():
             # close() came while the handshake ran: this session must not start.
@@ -301,29 +308,43 @@ class Supervisor:
         except Exception as error:
             raise CallbackError("classify_error", error) from error
 
-    async def _resolve_target(self) -> tuple[str, Mapping[str, str] | None]:
-        """This attempt's URL and headers: callables run before every attempt, so tokens are fresh.
+    async def _resolve_target(self, open_timeout: float | None) -> tuple[str, str, dict[str, str] | None]:
+        """This attempt's URL as given, and the URL and headers to send: callables run before every attempt.
 
-        A connection error raised by a callable is retried; anything else is a bug, and fatal.
+        The callables share the attempt's ``open_timeout``: one that overruns it
+        is a ``TimeoutError`` of this attempt that names it, retried like one.
+        A connection error raised by a callable is retried; anything else is a
+        bug, and fatal, and so is a URL or headers that the handshake cannot send.
+        Userinfo of the URL becomes an ``Authorization`` header here, for both transports.
         """
+        config = self._config
         name = "url"
+        deadline = asyncio.timeout(open_timeout)
         try:
-            url = await _resolve(self._config.url)
-            name = "headers"
-            headers: Mapping[str, str] | None = await _resolve(self._config.headers)
+            async with deadline:
+                url = await _resolve(config.url)
+                name = "headers"
+                headers: object = await _resolve(config.headers)
         except Exception as exc:
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                overran = TimeoutError(f"the {name} callable did not return within open_timeout ({open_timeout}s)")
+                self._log.warning("url_or_headers_failed", callback=name, error=describe_error(overran))
+                raise overran from exc  # its context shows where the callable was waiting
             error = callback_error(name, exc)
             self._log.warning("url_or_headers_failed", callback=name, error=describe_error(exc))
             if error is exc:
                 raise
-            raise error from exc
+            raise error from redact_error(exc)
+        name = "url"
         try:
             check_url(url)
-            if headers is not None and not isinstance(headers, Mapping):
-                raise TypeError(f"headers callable must return a mapping, got {type(headers).__name__}")
+            name = "headers"
+            checked = None if headers is None else check_headers(headers)
+            name = "url" if callable(config.url) else "headers"
+            return (url, *handshake_target(url, checked, name))
         except (TypeError, ValueError) as exc:
-            raise HandshakeError(str(exc)) from exc
-        return url, headers
+            self._log.error("callback_failed", callback=name, error=describe_error(exc))
+            raise CallbackError(name, exc) from exc
 
     def _after(self, session: Session, end: SessionEnd, log: Any) -> SessionEnd | SessionDropped:
         """Record how a session ended and turn the policy's decision into the retry loop's terms."""

@@ -327,10 +327,15 @@ class FlakyServer:
         rejection = self._bad_responses.pop(connection, None)
         if rejection is None:
             return
-        if rejection.kind == "bad_accept":
-            response.headers["Sec-WebSocket-Accept"] = "bm90IHRoZSByaWdodCBrZXk="
-        else:
-            response.headers["Sec-WebSocket-Protocol"] = "not-offered"
+        # Headers.__setitem__ adds a line: the right one is removed first, so the answer holds only the wrong one.
+        name, value = (
+            ("Sec-WebSocket-Accept", "bm90IHRoZSByaWdodCBrZXk=")
+            if rejection.kind == "bad_accept"
+            else ("Sec-WebSocket-Protocol", "not-offered")
+        )
+        if name in response.headers:
+            del response.headers[name]
+        response.headers[name] = value
 
     async def _handle(self, connection: ServerConnection) -> None:
         self.connections.add(connection)

@@ -139,12 +139,21 @@ class Transport(Protocol):
         """Whether writing stayed blocked since ``since`` with no byte of ``backlog`` taken by the peer."""
 
 
-async def open_transport(config: ClientConfig, url: str, headers: Mapping[str, str] | None, ssl: Any) -> Transport:
-    """Open a connection on ``config.transport`` and run its handshake within ``open_timeout``."""
+async def open_transport(
+    config: ClientConfig, url: str, headers: Mapping[str, str] | None, ssl: Any, open_timeout: float | None = None
+) -> Transport:
+    """Open a connection on ``config.transport`` and run its handshake within ``open_timeout``.
+
+    ``url`` and ``headers`` are what :func:`wsclient.wire.handshake_target` made
+    of the checked ones: no userinfo in the URL. ``open_timeout`` is what is left
+    of the attempt's ``config.open_timeout``; ``None`` means all of it.
+    """
+    if open_timeout is None:
+        open_timeout = config.open_timeout
     if config.transport == "picows":
         from .picows import connect_picows
 
-        return await connect_picows(config, url, headers, ssl)
+        return await connect_picows(config, url, headers, ssl, open_timeout)
     from .websockets import connect_websockets
 
-    return await connect_websockets(config, url, headers, ssl)
+    return await connect_websockets(config, url, headers, ssl, open_timeout)

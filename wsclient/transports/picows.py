@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin, urlsplit
 
 from picows import (
     WSCloseCode,
@@ -31,12 +33,21 @@ from picows import (
     WSTransport,
     ws_connect,
 )
+from websockets.asyncio.client import MAX_REDIRECTS
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidStatus, InvalidURI
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidMessage,
+    InvalidStatus,
+    InvalidURI,
+    SecurityError,
+)
 from websockets.frames import Close
 from websockets.http11 import Response
 
 from ..buffers import Inbox
+from ..redact import RedactingLogger
 
 if TYPE_CHECKING:
     from ..config import ClientConfig, Data
@@ -516,6 +527,32 @@ def _handshake_error(exc: WSHandshakeError) -> Exception:
     return InvalidHandshake(str(exc))
 
 
+_REDIRECTS = frozenset({300, 301, 302, 303, 307, 308})
+_CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
+_LOGGER = RedactingLogger(logging.getLogger("picows.client"))
+"""picows' own logger, with credentials redacted from its records (it logs the raw handshake at DEBUG)."""
+
+
+def _redirect(exc: WSHandshakeError, url: str, headers: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """Where a redirect answer sends the handshake, with websockets' rules; raise ``exc`` if it is no redirect.
+
+    A redirect to ``ws://`` from ``wss://`` is refused; a redirect to another
+    origin drops ``Authorization``, ``Cookie`` and ``Proxy-Authorization``.
+    """
+    response = exc.response
+    if response is None or int(response.status) not in _REDIRECTS or "Location" not in response.headers:
+        raise exc
+    new = urljoin(url, response.headers["Location"])
+    old_parts, new_parts = urlsplit(url), urlsplit(new)
+    if old_parts.scheme == "wss" and new_parts.scheme != "wss":
+        raise SecurityError(f"cannot follow redirect to non-secure URI {new}")
+    if new_parts.scheme not in ("ws", "wss"):
+        raise InvalidURI(new, "scheme isn't ws or wss")
+    if (old_parts.scheme, old_parts.hostname, old_parts.port) != (new_parts.scheme, new_parts.hostname, new_parts.port):
+        headers = {key: value for key, value in headers.items() if key.lower() not in _CREDENTIALS}
+    return new, headers
+
+
 def _drop_late(connecting: asyncio.Future[tuple[WSTransport, Any]]) -> None:
     """A handshake whose caller was cancelled finished on its own: close what it opened."""
     if connecting.cancelled() or connecting.exception() is not None:
@@ -524,12 +561,14 @@ def _drop_late(connecting: asyncio.Future[tuple[WSTransport, Any]]) -> None:
 
 
 async def connect_picows(
-    config: ClientConfig, url: str, headers: Mapping[str, str] | None, ssl: Any
+    config: ClientConfig, url: str, headers: Mapping[str, str] | None, ssl: Any, open_timeout: float | None = None
 ) -> PicowsTransport:
     """Open the TCP connection and run the opening handshake within ``open_timeout``, picows' keepalive off.
 
     picows leaves the socket open when ``ws_connect`` is cancelled mid-handshake, so the handshake runs
     shielded: cancelling this call lets it end (within ``open_timeout``) and closes what it opened.
+    Redirects are followed here as websockets follows them (see :func:`_redirect`), so that both
+    transports follow the same ones, drop the same credentials and fail a loop with the same error.
     """
     loop = asyncio.get_running_loop()
     extra: dict[str, str] = dict(headers) if headers else {}
@@ -538,21 +577,30 @@ async def connect_picows(
     limit = _NO_LIMIT if config.max_size is None else config.max_size
 
     async def handshake() -> tuple[WSTransport, Any]:
-        async with asyncio.timeout(config.open_timeout):
-            result: tuple[WSTransport, Any] = await ws_connect(
-                lambda: PicowsTransport(config, loop),
-                url,
-                ssl_context=ssl,
-                websocket_handshake_timeout=config.open_timeout,
-                enable_auto_ping=False,
-                # picows sends 1009 for a frame over the limit but may still deliver it: the listener checks too.
-                max_frame_size=limit,
-                extra_headers=extra or None,
-                # picows keeps its read buffer for the connection's life and doubles it as messages need:
-                # 2 KiB instead of 16 KiB saves 14 KiB per idle connection, at no measured cost in throughput.
-                read_buffer_init_size=2048,
-            )
-            return result
+        target, sent = url, extra
+        async with asyncio.timeout(open_timeout):
+            for _ in range(MAX_REDIRECTS):
+                try:
+                    result: tuple[WSTransport, Any] = await ws_connect(
+                        lambda: PicowsTransport(config, loop),
+                        target,
+                        ssl_context=ssl,
+                        websocket_handshake_timeout=open_timeout,
+                        enable_auto_ping=False,
+                        # picows sends 1009 for a frame over the limit but may still deliver it: the listener checks.
+                        max_frame_size=limit,
+                        extra_headers=sent or None,
+                        # picows keeps its read buffer for the connection's life and doubles it as messages need:
+                        # 2 KiB instead of 16 KiB saves 14 KiB per idle connection, at no measured cost in throughput.
+                        read_buffer_init_size=2048,
+                        max_redirects=0,
+                        logger_name=_LOGGER,
+                    )
+                except WSHandshakeError as exc:
+                    target, sent = _redirect(exc, target, sent)
+                    continue
+                return result
+            raise SecurityError(f"more than {MAX_REDIRECTS} redirects")
 
     connecting = asyncio.ensure_future(handshake())
     try:

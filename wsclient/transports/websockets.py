@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,8 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State as ProtocolState
 from websockets.typing import Subprotocol
+
+from ..redact import RedactingLogger
 
 if TYPE_CHECKING:
     from ..buffers import Inbox
@@ -176,8 +179,12 @@ def _settle(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+_LOGGER = RedactingLogger(logging.getLogger("websockets.client"))
+"""websockets' own logger, with credentials redacted from its records (it logs the handshake at DEBUG)."""
+
+
 async def connect_websockets(
-    config: ClientConfig, url: str, headers: Mapping[str, str] | None, ssl: Any
+    config: ClientConfig, url: str, headers: Mapping[str, str] | None, ssl: Any, open_timeout: float | None = None
 ) -> WebsocketsTransport:
     """Open the TCP connection and run the opening handshake within ``open_timeout``.
 
@@ -192,13 +199,14 @@ async def connect_websockets(
         additional_headers=dict(headers) if headers else None,
         subprotocols=[Subprotocol(p) for p in config.subprotocols] if config.subprotocols is not None else None,
         compression=config.compression,
-        open_timeout=config.open_timeout,
+        open_timeout=open_timeout,
         ping_interval=None,
         ping_timeout=None,
         close_timeout=config.close_timeout,
         max_size=wire_max_size(config.max_size, config.compression),
         max_queue=config.max_queue,
         create_connection=TrackedConnection,
+        logger=_LOGGER,
         **kwargs,
     )
     assert isinstance(connection, TrackedConnection)
