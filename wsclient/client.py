@@ -432,7 +432,7 @@ class Client(Generic[M]):
         quiet_until = 0.0
         reported = 0
 
-        def failed(exc: Exception) -> None:
+        def failed(exc: BaseException) -> None:
             # A handler failing on every message must not log a traceback per message.
             nonlocal quiet_until, reported
             stats.handler_errors += 1
@@ -589,15 +589,27 @@ class Client(Generic[M]):
         then it is removed and never sent; ``RequestInterrupted`` at once when
         the session that carried it ends before the reply; ``ClientClosed``
         when the client is closed or closes first; ``ValueError`` if a request
-        with ``key`` is already pending.
+        with ``key`` is already pending; ``RuntimeError`` at once on a client
+        never started, and in ``on_connect`` or ``on_disconnect``, where the
+        reply could only come after the callback returned (in ``on_connect``,
+        :meth:`wsclient.Session.request` is the way). In ``on_message`` it
+        works on both transports: replies are read while the handler waits.
         """
         requests = self._requests
         if requests is None:
             raise RuntimeError("request() needs a reply_key: Client(..., reply_key=wsclient.json_field('id'))")
         check_timeout("timeout", timeout)
         payload, text = to_payload(message)
+        if self._state is State.IDLE:
+            raise RuntimeError("client is not started: use 'async with client' or 'await client.start()'")
         if self._closing or self._finished:
             raise ClientClosed("cannot send a request: client is closed")
+        if asyncio.current_task() is self._task and not ((session := self._supervisor.session) and session.flushing):
+            # The supervisor runs on_connect and on_disconnect, and reads no reply until they return.
+            raise RuntimeError(
+                "client.request() in on_connect or on_disconnect would wait for a reply that is read only after"
+                " the callback returns: use session.request() in on_connect"
+            )
         request = requests.add(key)
         try:
             async with asyncio.timeout(timeout) as deadline:

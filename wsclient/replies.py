@@ -100,13 +100,14 @@ class Requests:
         """Resolve the request ``message`` answers on ``session`` and say so; False lets the message flow on.
 
         ``reply_key`` raising counts as "not a reply"; the first failure is logged with its traceback.
+        A plain function raising ``CancelledError`` cancels nothing: it is such a failure too.
         """
         try:
             key = self._reply_key(message)
             if key is None:
                 return False
             request = self.pending.get(key)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
             self._report(exc)
             return False
         if request is None or request.session is not session:
@@ -119,7 +120,7 @@ class Requests:
             request.future.set_result(message)
         return True
 
-    def _report(self, exc: Exception) -> None:
+    def _report(self, exc: BaseException) -> None:
         if not self._reported:
             self._reported = True
             self._log.error("reply_key_failed", error=describe_error(exc), exc_info=exc)

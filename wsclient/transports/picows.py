@@ -306,7 +306,7 @@ class PicowsTransport(WSListener):
             if (call := self._call) is not None:
                 try:
                     result = call(message)
-                except Exception as exc:
+                except (Exception, asyncio.CancelledError) as exc:
                     self._call_failed(exc)
                 else:
                     if result is not None:
@@ -381,7 +381,7 @@ class PicowsTransport(WSListener):
         if (call := self._call) is not None:
             try:
                 result = call(message)
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
                 self._call_failed(exc)
             else:
                 if result is not None:
@@ -391,7 +391,7 @@ class PicowsTransport(WSListener):
         elif not self._sink(message) and not self._reading_paused:  # type: ignore[misc]
             self._pause_reading()
 
-    def _call_failed(self, exc: Exception) -> None:
+    def _call_failed(self, exc: BaseException) -> None:
         assert self._direct is not None
         self._direct.failed(exc)
 
