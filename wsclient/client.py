@@ -261,6 +261,7 @@ class Client(Generic[M]):
         is what ``recv()`` and ``wait_closed()`` report. Raises ``TimeoutError``
         after ``timeout`` seconds.
         """
+        check_timeout("timeout", timeout)
         if self._state is State.OPEN:
             return
         task = self._task
