@@ -9,6 +9,7 @@ still cancel, whatever callback it lands in.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Hashable
 from typing import Any
@@ -278,3 +279,39 @@ async def test_request_on_a_client_never_started_raises_at_once(server: FlakySer
             await client.request("{}", key=1, timeout=BOUND)
     assert client.stats.messages_out == 0
     assert client.unsent() == []
+
+
+# Which session a message read from recv() came from.
+
+
+async def test_received_from_names_the_session_of_each_message_read_late() -> None:
+    connections = itertools.count()
+
+    async def batches(connection: ServerConnection) -> None:
+        number = next(connections)
+        for i in range(50):
+            await connection.send(json.dumps({"connection": number, "i": i}))
+        if number < 3:
+            connection.transport.abort()
+        await connection.wait_closed()
+
+    sessions: list[str] = []
+
+    async def on_connect(session: wsclient.Session) -> None:
+        sessions.append(session.id)
+
+    async with FlakyServer(handler=batches) as server:
+        client = wsclient.Client(server.url, text=True, on_connect=on_connect, **fast())
+        async with client:
+            assert client.received_from is None
+            # The application reads only once four sessions delivered: the inbox holds messages of each.
+            await until(lambda: client.stats.messages_in == 200, BOUND)
+            assert len(sessions) == 4
+            read = 0
+            async for raw in client:
+                message = json.loads(raw)
+                assert client.received_from == sessions[message["connection"]], message
+                read += 1
+                if read == 200:
+                    break
+            assert client.state is wsclient.State.OPEN

@@ -21,7 +21,7 @@ from wsclient.testing import FlakyServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 
-from jsonrpc_subscriptions import CHANNELS, follow
+from jsonrpc_subscriptions import CHANNELS, Node, follow
 
 BOUND = 10.0
 
@@ -227,3 +227,23 @@ async def test_a_deeply_nested_message_is_no_reply_and_blames_no_callback() -> N
                 assert await JsonRpc(client).call("m") == "after"
                 assert await client.recv() == deep
     assert not [entry for entry in logs if entry["event"] == "reply_key_failed"]
+
+
+@pytest.mark.parametrize("transport", ["websockets", "picows"], indirect=True)
+async def test_the_example_maps_every_notification_when_the_application_is_slower_than_the_feed(
+    transport: str,
+) -> None:
+    # A notification read late may come from a session before the current one: it must map to its own session's id.
+    worked: list[str] = []
+
+    async def slow(channel: str, result: Any) -> None:
+        assert result["channel"] == channel
+        worked.append(channel)
+        await asyncio.sleep(3 * MS)
+
+    async with FlakyServer(handler=Node(interval=2 * MS, drop_every=40).serve) as server, asyncio.timeout(60):
+        progress = await follow(server.url, count=150, work=slow, transport=transport)
+    assert progress.unknown == 0
+    assert len(progress.subscriptions) >= 3
+    assert all(progress.counts[channel] >= 150 for channel in CHANNELS)
+    assert len(worked) == sum(progress.counts.values())

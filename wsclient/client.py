@@ -13,7 +13,7 @@ from typing_extensions import TypeVar
 from websockets.exceptions import ConnectionClosed
 
 from .backoff import Backoff
-from .buffers import Deliver, Envelope, Inbox, Outbox
+from .buffers import Deliver, Envelope, Inbox, Outbox, SessionStart
 from .config import (
     ClientConfig,
     CloseActions,
@@ -194,7 +194,10 @@ class Client(Generic[M]):
         self.stats = Stats()
         self._state = State.IDLE
         self._log = get_logger().bind(url=redact_url(url) if isinstance(url, str) else "<callable>")
-        self._inbox: Inbox[M] = Inbox(inbox_size)
+        self._inbox: Inbox[M | SessionStart] = Inbox(inbox_size)
+        self._reading: str | None = None
+        """The session whose messages are at the head of the inbox (up to the next ``SessionStart``)."""
+        self._received_from: str | None = None
         self._outbox: Outbox[Data] = Outbox(max_buffered, self.stats)
         self._requests = None if reply_key is None else Requests(reply_key, self.stats, self._log, self._is_stopping)
         self._supervisor = Supervisor(
@@ -226,6 +229,18 @@ class Client(Generic[M]):
     def session(self) -> Session | None:
         """The live session, or ``None`` between sessions."""
         return self._supervisor.session
+
+    @property
+    def received_from(self) -> str | None:
+        """The id (:attr:`wsclient.Session.id`) of the session that received the message ``recv()`` returned last.
+
+        A message read late may come from a session before the live one: it
+        waited in the inbox while the application was busy. Ids that belong to
+        one connection (subscriptions) must be looked up in that session's
+        terms. ``None`` before the first message. In ``on_message``, the
+        session delivering the message is :attr:`session`.
+        """
+        return self._received_from
 
     async def start(self) -> None:
         """Start the supervisor without waiting for the first session (``async with`` does both)."""
@@ -406,6 +421,8 @@ class Client(Generic[M]):
         return fresh_error(end)
 
     def _set_state(self, new: State) -> None:
+        if new is State.OPEN and self.config.on_message is None and (session := self._supervisor.session) is not None:
+            self._started_reading(session.id)
         if self._closing and new in (State.OPEN, State.RECONNECTING):
             return
         old = self._state
@@ -413,6 +430,14 @@ class Client(Generic[M]):
         self._log.debug("state", old=old.value, new=new.value)
         if old is State.OPEN:
             self._outbox.wake()
+
+    def _started_reading(self, session_id: str) -> None:
+        """A session opened: the messages it delivers come after those still in the inbox, which came before it."""
+        inbox = self._inbox
+        if len(inbox):
+            inbox.push(SessionStart(session_id))  # recv() takes it out of the stream
+        else:
+            self._reading = session_id  # an idle inbox stays without a queue
 
     def _is_open(self) -> bool:
         return self._state is State.OPEN
@@ -461,7 +486,13 @@ class Client(Generic[M]):
             raise RuntimeError("recv() is not available when on_message is set: messages go to the handler")
         if self._state is State.IDLE:
             raise RuntimeError("client is not started: use 'async with client' or 'await client.start()'")
-        return await self._inbox.get()
+        inbox = self._inbox
+        while True:
+            message = await inbox.get()
+            if type(message) is not SessionStart:
+                self._received_from = self._reading
+                return message  # type: ignore[return-value]
+            self._reading = message.session_id
 
     def __aiter__(self) -> Client[M]:
         return self
@@ -469,7 +500,10 @@ class Client(Generic[M]):
     async def __anext__(self) -> M:
         message = self._inbox.poll()
         if message is not None:  # only ever filled without on_message, once started: nothing for recv() to check
-            return message
+            if type(message) is not SessionStart:
+                self._received_from = self._reading
+                return message  # type: ignore[return-value]
+            self._reading = message.session_id
         try:
             return await self.recv()
         except ClientClosed:
