@@ -1,9 +1,14 @@
 """Follow JSON-RPC 2.0 subscriptions through drops: subscribe again on every session and map the new ids.
 
 A subscription id belongs to one connection (``eth_subscribe`` gives a new
-one each time), so ``on_connect`` subscribes and rebuilds the map from id to
-channel before the session's notifications reach the loop; calls made with
-``JsonRpc(client).call`` return their result or raise ``JsonRpcError``.
+one each time), so ``on_connect`` subscribes and makes the map from id to
+channel of the new session. A notification is looked up in the map of the
+session that received it, which ``client.received_from`` names: one read
+late may come from a session before the live one (it waited in the inbox
+while the application was busy), and a server may give the same id to
+another channel on the next connection. A session's map is dropped once
+messages of a later session are read. Calls made with ``JsonRpc(client).call``
+return their result or raise ``JsonRpcError``.
 
     python examples/jsonrpc_subscriptions.py                      # embedded server that drops now and then
     python examples/jsonrpc_subscriptions.py --url ws://127.0.0.1:8545 --count 5
@@ -17,6 +22,7 @@ import itertools
 import json
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,42 +44,67 @@ class Progress:
     subscriptions: list[dict[str, str]] = field(default_factory=list)
     """One map of subscription id to channel per session, in order."""
     unknown: int = 0
-    """Notifications for an id no current subscription has (never expected)."""
+    """Notifications for an id no subscription of their session has (never expected)."""
     calls: int = 0
     interrupted: int = 0
 
 
-async def follow(url: str, count: int, reply_within: float = 5.0) -> Progress:
-    """Receive ``count`` notifications of each channel, across reconnects, calling ``add`` every ten of them."""
+async def follow(
+    url: str,
+    count: int,
+    reply_within: float = 5.0,
+    *,
+    work: Callable[[str, Any], Awaitable[None]] | None = None,
+    **options: Any,
+) -> Progress:
+    """Receive ``count`` notifications of each channel, across reconnects, calling ``add`` every ten of them.
+
+    ``work(channel, result)`` is what the application does with each
+    notification (it may be slower than the feed); ``options`` go to ``wsclient.Client``.
+    """
     progress = Progress()
-    channels: dict[str, str] = {}
+    sessions: dict[str, dict[str, str]] = {}
+    """Session id -> that session's map of subscription id to channel, oldest first."""
 
     async def on_connect(session: wsclient.Session) -> None:
         rpc = JsonRpc(session, timeout=reply_within)
         ids = await asyncio.gather(*(rpc.call("subscribe", [channel]) for channel in CHANNELS))
-        channels.clear()
-        channels.update(zip(ids, CHANNELS, strict=True))
-        progress.subscriptions.append(dict(channels))
+        sessions[session.id] = dict(zip(ids, CHANNELS, strict=True))
+        progress.subscriptions.append(sessions[session.id])
 
-    client = wsclient.Client(url, reply_key=REPLY_KEY, on_connect=on_connect, backoff=wsclient.Backoff(initial=0.05))
-    async with client:
+    client = wsclient.Client(
+        url, reply_key=REPLY_KEY, on_connect=on_connect, backoff=wsclient.Backoff(initial=0.05), **options
+    )
+
+    async def add(rpc: JsonRpc, n: int) -> None:
+        try:
+            assert await rpc.call("add", [n, 1]) == n + 1
+            progress.calls += 1
+        except wsclient.RequestInterrupted:
+            progress.interrupted += 1  # the server may or may not have added: it does no harm here
+
+    # The calls run beside the loop that reads: a reader that waited for a reply while its inbox was full
+    # would wait for itself (with a full inbox the client reads nothing more, replies included, until the
+    # application reads; and a session whose messages wait there ends only once they are delivered).
+    async with client, asyncio.TaskGroup() as calls:
         rpc = JsonRpc(client, timeout=reply_within)
         async for raw in client:
             message = json.loads(raw)
             if message.get("method") != "subscription":
                 continue
-            channel = channels.get(message["params"]["subscription"])
+            source = client.received_from
+            # Messages come in session order: once one of a session is read, the maps of the sessions before go.
+            while sessions and (oldest := next(iter(sessions))) != source and source in sessions:
+                del sessions[oldest]
+            channel = sessions.get(source or "", {}).get(message["params"]["subscription"])
             if channel is None:
                 progress.unknown += 1
                 continue
+            if work is not None:
+                await work(channel, message["params"]["result"])
             progress.counts[channel] += 1
-            if sum(progress.counts.values()) % 10 == 0:
-                try:
-                    total = await rpc.call("add", [progress.calls, 1])
-                    assert total == progress.calls + 1
-                    progress.calls += 1
-                except wsclient.RequestInterrupted:
-                    progress.interrupted += 1  # the server may or may not have added: it does no harm here
+            if (seen := sum(progress.counts.values())) % 10 == 0:
+                calls.create_task(add(rpc, seen))
             if min(progress.counts.values()) >= count:
                 break
     return progress

@@ -12,15 +12,16 @@ from typing import Any
 
 import pytest
 from helpers import MS, fast
+from structlog.testing import capture_logs
 from websockets.asyncio.server import ServerConnection
 
 import wsclient
-from wsclient.jsonrpc import REPLY_KEY, JsonRpc, JsonRpcError
+from wsclient.jsonrpc import REPLY_KEY, JsonRpc, JsonRpcError, _result
 from wsclient.testing import FlakyServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 
-from jsonrpc_subscriptions import CHANNELS, follow
+from jsonrpc_subscriptions import CHANNELS, Node, follow
 
 BOUND = 10.0
 
@@ -164,3 +165,85 @@ async def test_the_example_resubscribes_on_every_session_and_maps_the_new_ids() 
     all_ids = [sub for subscriptions in progress.subscriptions for sub in subscriptions]
     assert len(all_ids) == len(set(all_ids))
     assert progress.calls + progress.interrupted >= 1
+
+
+async def impostors(connection: ServerConnection) -> None:
+    """Answer each call first with ids equal to its own in Python but of another JSON type, then with its own."""
+    async for raw in connection:
+        key = json.loads(raw)["id"]
+        for impostor in (True, float(key), str(key)):
+            await connection.send(json.dumps({"jsonrpc": "2.0", "id": impostor, "result": "impostor"}))
+        await connection.send(json.dumps({"jsonrpc": "2.0", "id": key, "result": "genuine"}))
+
+
+@pytest.mark.parametrize("transport", ["websockets", "picows"], indirect=True)
+async def test_ids_match_by_type_as_well_as_value(transport: str) -> None:
+    async with FlakyServer(handler=impostors) as server, asyncio.timeout(BOUND):
+        client = wsclient.Client(server.url, text=True, reply_key=REPLY_KEY, **fast())
+        async with client:
+            reply = await client.request(json.dumps({"jsonrpc": "2.0", "method": "m", "id": 1}), key=1)
+            assert json.loads(reply)["result"] == "genuine"
+            assert [json.loads(await client.recv())["id"] for _ in range(3)] == [True, 1.0, "1"]
+            # Through the helper too, whatever id it picks.
+            assert await JsonRpc(client).call("m") == "genuine"
+
+
+async def test_keys_equal_in_python_but_of_other_types_may_be_pending_together(node: FlakyServer) -> None:
+    async with asyncio.timeout(BOUND), wsclient.Client(node.url, reply_key=REPLY_KEY, **fast()) as client:
+        calls = [json.dumps({"jsonrpc": "2.0", "method": "echo", "params": [key], "id": key}) for key in (1, True, 1.0)]
+        replies = await asyncio.gather(*(client.request(call, key=json.loads(call)["id"]) for call in calls))
+        assert [json.loads(reply)["result"] for reply in replies] == [[1], [True], [1.0]]
+        with pytest.raises(ValueError, match="already pending"):
+            await asyncio.gather(client.request(calls[0], key=1), client.request(calls[0], key=1))
+
+
+@pytest.mark.parametrize("code", [True, False, 1.0, -32600.0, "-32600", None])
+def test_an_error_object_whose_code_is_no_integer_is_malformed(code: object) -> None:
+    response = json.dumps({"jsonrpc": "2.0", "id": 1, "error": {"code": code, "message": "m"}})
+    with pytest.raises(JsonRpcError, match="malformed error object") as caught:
+        _result(response)
+    assert caught.value.code == -32603
+
+
+def test_json_field_takes_a_message_nested_too_deeply_for_no_reply() -> None:
+    deep = '{"id": 1, "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    assert REPLY_KEY(deep) is None
+    assert REPLY_KEY(deep.encode()) is None
+
+
+async def test_a_deeply_nested_message_is_no_reply_and_blames_no_callback() -> None:
+    deep = '{"jsonrpc": "2.0", "method": "note", "id": 7, "params": ' + "[" * 100_000 + "]" * 100_000 + "}"
+
+    async def deep_first(connection: ServerConnection) -> None:
+        async for raw in connection:
+            call = json.loads(raw)
+            await connection.send(deep)
+            await connection.send(json.dumps({"jsonrpc": "2.0", "id": call["id"], "result": "after"}))
+
+    with capture_logs() as logs:
+        async with FlakyServer(handler=deep_first) as server, asyncio.timeout(BOUND):
+            client = wsclient.Client(server.url, text=True, reply_key=REPLY_KEY, **fast())
+            async with client:
+                assert await JsonRpc(client).call("m") == "after"
+                assert await client.recv() == deep
+    assert not [entry for entry in logs if entry["event"] == "reply_key_failed"]
+
+
+@pytest.mark.parametrize("transport", ["websockets", "picows"], indirect=True)
+async def test_the_example_maps_every_notification_when_the_application_is_slower_than_the_feed(
+    transport: str,
+) -> None:
+    # A notification read late may come from a session before the current one: it must map to its own session's id.
+    worked: list[str] = []
+
+    async def slow(channel: str, result: Any) -> None:
+        assert result["channel"] == channel
+        worked.append(channel)
+        await asyncio.sleep(3 * MS)
+
+    async with FlakyServer(handler=Node(interval=2 * MS, drop_every=40).serve) as server, asyncio.timeout(60):
+        progress = await follow(server.url, count=150, work=slow, transport=transport)
+    assert progress.unknown == 0
+    assert len(progress.subscriptions) >= 3
+    assert all(progress.counts[channel] >= 150 for channel in CHANNELS)
+    assert len(worked) == sum(progress.counts.values())

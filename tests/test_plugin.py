@@ -23,9 +23,9 @@ def test_fixtures_work_in_both_asyncio_modes(pytester: pytest.Pytester, mode: st
 
 def test_fixtures_are_listed_from_the_installed_plugin(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--fixtures", *PLAIN)
-    result.stdout.fnmatch_lines(
-        ["flaky_server -- *wsclient?testing?plugin.py*", "fault_proxy -- *wsclient?testing?plugin.py*"]
-    )
+    # Each on its own: pytest lists them in the order of their "path:line" as text.
+    result.stdout.fnmatch_lines(["flaky_server -- *wsclient?testing?plugin.py*"])
+    result.stdout.fnmatch_lines(["fault_proxy -- *wsclient?testing?plugin.py*"])
 
 
 def test_a_project_fixture_named_server_lives_beside_the_plugin(pytester: pytest.Pytester) -> None:
@@ -65,3 +65,70 @@ def test_without_pytest_asyncio_the_fixtures_say_what_to_install(pytester: pytes
     result.assert_outcomes(errors=1)
     hint = "install pytest-asyncio (pip install 'wsclient-resilient[[]testing]')"  # [[] is fnmatch's "["
     result.stdout.fnmatch_lines([f"*the flaky_server fixture runs on an event loop: {hint}"])
+
+
+def test_the_fixtures_run_on_the_loop_of_the_test_whatever_its_scope(pytester: pytest.Pytester) -> None:
+    # A fixture on another loop than the test's would leave its server on a loop that is not running: a hang.
+    pytester.makepyfile(
+        textwrap.dedent(
+            """
+            import asyncio
+            import pytest
+            import wsclient
+
+            async def round_trip(flaky_server, fault_proxy):
+                assert asyncio.get_running_loop() is flaky_server.loop_of_test
+                async with wsclient.Client(fault_proxy.url, heartbeat=None, open_timeout=2) as client:
+                    await client.send("hi")
+                    assert await client.recv() == "hi"
+
+            @pytest.mark.asyncio(loop_scope="module")
+            async def test_module_loop(flaky_server, fault_proxy):
+                flaky_server.loop_of_test = asyncio.get_running_loop()
+                await round_trip(flaky_server, fault_proxy)
+
+            @pytest.mark.asyncio(loop_scope="module")
+            async def test_module_loop_again(flaky_server, fault_proxy):
+                flaky_server.loop_of_test = asyncio.get_running_loop()
+                await round_trip(flaky_server, fault_proxy)
+
+            @pytest.mark.asyncio(loop_scope="class")
+            class TestInAClass:
+                async def test_class_loop(self, flaky_server, fault_proxy):
+                    flaky_server.loop_of_test = asyncio.get_running_loop()
+                    await round_trip(flaky_server, fault_proxy)
+
+            @pytest.mark.asyncio
+            async def test_function_loop(flaky_server, fault_proxy):
+                flaky_server.loop_of_test = asyncio.get_running_loop()
+                await round_trip(flaky_server, fault_proxy)
+
+            @pytest.mark.asyncio(loop_scope="session")
+            async def test_session_loop(flaky_server):
+                assert flaky_server.port
+            """
+        )
+    )
+    result = pytester.runpytest_subprocess("--asyncio-mode=strict", "--timeout=30", *PLAIN, timeout=120)
+    result.assert_outcomes(passed=5)
+
+
+def test_the_test_loop_scope_default_of_the_configuration_is_followed(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        textwrap.dedent(
+            """
+            import pytest
+            import wsclient
+
+            @pytest.mark.asyncio
+            async def test_default_loop(flaky_server):
+                async with wsclient.Client(flaky_server.url, heartbeat=None, open_timeout=2) as client:
+                    await client.send("hi")
+                    assert await client.recv() == "hi"
+            """
+        )
+    )
+    result = pytester.runpytest_subprocess(
+        "--asyncio-mode=auto", "--timeout=30", "-o", "asyncio_default_test_loop_scope=module", *PLAIN, timeout=120
+    )
+    result.assert_outcomes(passed=1)

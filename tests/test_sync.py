@@ -629,3 +629,144 @@ def test_plain_on_disconnect_and_a_blocking_session_request_in_on_connect(echo: 
     assert {thread for _, thread in ends} == {"wsclient-callbacks"}
     assert len(acks) == 2
     assert acks[0]["id"] != acks[1]["id"]
+
+
+# Timeouts, checked as the asyncio client checks them, before anything is scheduled.
+
+BAD_TIMEOUTS = [
+    (float("nan"), ValueError),
+    (0, ValueError),
+    (-1.0, ValueError),
+    ("1", TypeError),
+    (True, TypeError),
+]
+
+
+@pytest.mark.parametrize(("timeout", "error"), BAD_TIMEOUTS)
+def test_a_bad_timeout_is_refused_before_anything_is_scheduled(
+    echo: ThreadedServer, timeout: Any, error: type[Exception]
+) -> None:
+    calls: dict[str, Callable[[wsclient.sync.Client], object]] = {
+        "recv": lambda client: client.recv(timeout=timeout),
+        "send": lambda client: client.send("never", timeout=timeout),
+        "request": lambda client: client.request(json.dumps({"id": 1}), key=1, timeout=timeout),
+        "wait_open": lambda client: client.wait_open(timeout=timeout),
+        "wait_closed": lambda client: client.wait_closed(timeout=timeout),
+        "close": lambda client: client.close(timeout=timeout),
+    }
+    with wsclient.sync.Client(echo.url, reply_key=wsclient.json_field("id"), **fast()) as client:
+        for name, call in calls.items():
+            started = time.monotonic()
+            with pytest.raises(error, match="timeout must be") as caught:
+                call(client)
+            assert time.monotonic() - started < 1.0, name
+            assert caught.value.__traceback__ is not None
+        assert client.state is wsclient.State.OPEN  # close(timeout=...) changed nothing either
+        client.send("after")
+        assert client.recv(timeout=5) == "after"
+    assert echo.received == ["after"]
+    assert client.stats.messages_out == 1
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), 1e300])
+def test_a_timeout_beyond_what_a_thread_can_wait_is_no_limit(echo: ThreadedServer, timeout: float) -> None:
+    with wsclient.sync.Client(echo.url, reply_key=wsclient.json_field("id"), **fast()) as client:
+        client.wait_open(timeout=timeout)
+        client.send("one", timeout=timeout)
+        assert client.recv(timeout=timeout) == "one"
+        assert json.loads(client.request(json.dumps({"id": 1}), key=1, timeout=timeout)) == {"id": 1}
+        client.close(timeout=timeout)
+        client.wait_closed(timeout=timeout)
+    assert echo.received == ["one", json.dumps({"id": 1})]  # each once: nothing sent twice
+    assert client.stats.messages_out == 2
+
+
+def test_a_blocking_session_checks_its_timeouts_too(echo: ThreadedServer) -> None:
+    refused: list[str] = []
+
+    def on_connect(session: wsclient.sync.Session) -> None:
+        for name, call in (
+            ("send", lambda: session.send("never", timeout=float("nan"))),
+            ("recv", lambda: session.recv(timeout="1")),  # type: ignore[arg-type]
+            ("request", lambda: session.request("{}", key=1, timeout=float("nan"))),
+        ):
+            try:
+                call()
+            except (TypeError, ValueError) as exc:
+                refused.append(f"{name}: {exc}")
+        session.send("ok", timeout=float("inf"))
+
+    with wsclient.sync.Client(echo.url, reply_key=wsclient.json_field("id"), on_connect=on_connect, **fast()) as client:
+        assert client.recv(timeout=5) == "ok"
+    assert [entry.split(":")[0] for entry in refused] == ["send", "recv", "request"]
+    assert all("timeout must be" in entry for entry in refused)
+    assert echo.received == ["ok"]
+
+
+async def test_the_asyncio_wait_open_checks_its_timeout(server: FlakyServer) -> None:
+    async with wsclient.Client(server.url, **fast()) as client:
+        with pytest.raises(ValueError, match="timeout must be"):
+            await client.wait_open(timeout=float("nan"))
+        with pytest.raises(TypeError, match="timeout must be"):
+            await client.wait_open(timeout="1")  # type: ignore[arg-type]
+        await client.wait_open(timeout=float("inf"))
+
+
+# Fork.
+
+FORK_SCRIPT = """
+import json, os, sys, time
+import wsclient
+from wsclient.sync import Client
+
+client = Client(sys.argv[1], heartbeat=None)
+client.start()
+client.wait_open(timeout=5)
+pid = os.fork()
+if pid == 0:
+    outcome = {}
+    started = time.monotonic()
+    try:
+        client.close(timeout=2)
+        outcome["close"] = "returned"
+    except BaseException as exc:
+        outcome["close"] = type(exc).__name__
+    outcome["close_seconds"] = time.monotonic() - started
+    for name, call in (("send", lambda: client.send("from the child")), ("recv", lambda: client.recv(timeout=1))):
+        try:
+            call()
+            outcome[name] = "returned"
+        except BaseException as exc:
+            outcome[name] = f"{type(exc).__name__}: {exc}"
+    print(json.dumps(outcome), flush=True)
+    os._exit(0)
+deadline = time.monotonic() + 10
+while (waited := os.waitpid(pid, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+    time.sleep(0.01)
+if waited == (0, 0):
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    print(json.dumps({"child": "still running after 10 s"}), flush=True)
+client.send("parent after the fork")
+print(json.dumps({"parent": client.recv(timeout=5), "state": client.state.value}), flush=True)
+client.close(timeout=5)
+"""
+
+
+def test_after_fork_the_childs_close_is_bounded_and_leaves_the_parents_connection(echo: ThreadedServer) -> None:
+    # In a process of its own: forking the test runner, with its threads, is not safe.
+    process = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", textwrap.dedent(FORK_SCRIPT), echo.url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert process.returncode == 0, process.stderr
+    child, parent = (json.loads(line) for line in process.stdout.splitlines())
+    assert child["close"] == "returned"
+    assert child["close_seconds"] < 1.0
+    assert child["send"].startswith("RuntimeError: this client belongs to process")
+    assert child["recv"].startswith("RuntimeError: this client belongs to process")
+    assert parent == {"parent": "parent after the fork", "state": "open"}
+    assert echo.received == ["parent after the fork"]

@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 from .errors import BufferFull, fresh_error
 from .stats import Stats
 
-__all__ = ["Deliver", "Envelope", "Inbox", "Outbox", "Waiters"]
+__all__ = ["Deliver", "Envelope", "Inbox", "Outbox", "SessionStart", "Waiters"]
 
 T = TypeVar("T")
 
@@ -336,6 +336,19 @@ class Outbox(Generic[T]):
         """Return once every buffered message was written, or once the outbox is closed."""
         while len(self) and not self._closed:
             await self._space.wait()
+
+
+class SessionStart:
+    """In the client's inbox, before the first message of a session: the messages after it came from that session.
+
+    ``recv()`` takes it out of the stream and remembers the id, so that the
+    application can tell which session a message it reads late came from.
+    """
+
+    __slots__ = ("session_id",)
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
 
 
 Deliver = Inbox[Any] | Callable[[Any], Awaitable[None]]

@@ -13,7 +13,7 @@ from typing_extensions import TypeVar
 from websockets.exceptions import ConnectionClosed
 
 from .backoff import Backoff
-from .buffers import Deliver, Envelope, Inbox, Outbox
+from .buffers import Deliver, Envelope, Inbox, Outbox, SessionStart
 from .config import (
     ClientConfig,
     CloseActions,
@@ -194,7 +194,10 @@ class Client(Generic[M]):
         self.stats = Stats()
         self._state = State.IDLE
         self._log = get_logger().bind(url=redact_url(url) if isinstance(url, str) else "<callable>")
-        self._inbox: Inbox[M] = Inbox(inbox_size)
+        self._inbox: Inbox[M | SessionStart] = Inbox(inbox_size)
+        self._reading: str | None = None
+        """The session whose messages are at the head of the inbox (up to the next ``SessionStart``)."""
+        self._received_from: str | None = None
         self._outbox: Outbox[Data] = Outbox(max_buffered, self.stats)
         self._requests = None if reply_key is None else Requests(reply_key, self.stats, self._log, self._is_stopping)
         self._supervisor = Supervisor(
@@ -226,6 +229,18 @@ class Client(Generic[M]):
     def session(self) -> Session | None:
         """The live session, or ``None`` between sessions."""
         return self._supervisor.session
+
+    @property
+    def received_from(self) -> str | None:
+        """The id (:attr:`wsclient.Session.id`) of the session that received the message ``recv()`` returned last.
+
+        A message read late may come from a session before the live one: it
+        waited in the inbox while the application was busy. Ids that belong to
+        one connection (subscriptions) must be looked up in that session's
+        terms. ``None`` before the first message. In ``on_message``, the
+        session delivering the message is :attr:`session`.
+        """
+        return self._received_from
 
     async def start(self) -> None:
         """Start the supervisor without waiting for the first session (``async with`` does both)."""
@@ -261,6 +276,7 @@ class Client(Generic[M]):
         is what ``recv()`` and ``wait_closed()`` report. Raises ``TimeoutError``
         after ``timeout`` seconds.
         """
+        check_timeout("timeout", timeout)
         if self._state is State.OPEN:
             return
         task = self._task
@@ -405,6 +421,8 @@ class Client(Generic[M]):
         return fresh_error(end)
 
     def _set_state(self, new: State) -> None:
+        if new is State.OPEN and self.config.on_message is None and (session := self._supervisor.session) is not None:
+            self._started_reading(session.id)
         if self._closing and new in (State.OPEN, State.RECONNECTING):
             return
         old = self._state
@@ -412,6 +430,14 @@ class Client(Generic[M]):
         self._log.debug("state", old=old.value, new=new.value)
         if old is State.OPEN:
             self._outbox.wake()
+
+    def _started_reading(self, session_id: str) -> None:
+        """A session opened: the messages it delivers come after those still in the inbox, which came before it."""
+        inbox = self._inbox
+        if len(inbox):
+            inbox.push(SessionStart(session_id))  # recv() takes it out of the stream
+        else:
+            self._reading = session_id  # an idle inbox stays without a queue
 
     def _is_open(self) -> bool:
         return self._state is State.OPEN
@@ -432,7 +458,7 @@ class Client(Generic[M]):
         quiet_until = 0.0
         reported = 0
 
-        def failed(exc: Exception) -> None:
+        def failed(exc: BaseException) -> None:
             # A handler failing on every message must not log a traceback per message.
             nonlocal quiet_until, reported
             stats.handler_errors += 1
@@ -460,7 +486,13 @@ class Client(Generic[M]):
             raise RuntimeError("recv() is not available when on_message is set: messages go to the handler")
         if self._state is State.IDLE:
             raise RuntimeError("client is not started: use 'async with client' or 'await client.start()'")
-        return await self._inbox.get()
+        inbox = self._inbox
+        while True:
+            message = await inbox.get()
+            if type(message) is not SessionStart:
+                self._received_from = self._reading
+                return message  # type: ignore[return-value]
+            self._reading = message.session_id
 
     def __aiter__(self) -> Client[M]:
         return self
@@ -468,7 +500,10 @@ class Client(Generic[M]):
     async def __anext__(self) -> M:
         message = self._inbox.poll()
         if message is not None:  # only ever filled without on_message, once started: nothing for recv() to check
-            return message
+            if type(message) is not SessionStart:
+                self._received_from = self._reading
+                return message  # type: ignore[return-value]
+            self._reading = message.session_id
         try:
             return await self.recv()
         except ClientClosed:
@@ -589,15 +624,27 @@ class Client(Generic[M]):
         then it is removed and never sent; ``RequestInterrupted`` at once when
         the session that carried it ends before the reply; ``ClientClosed``
         when the client is closed or closes first; ``ValueError`` if a request
-        with ``key`` is already pending.
+        with ``key`` is already pending; ``RuntimeError`` at once on a client
+        never started, and in ``on_connect`` or ``on_disconnect``, where the
+        reply could only come after the callback returned (in ``on_connect``,
+        :meth:`wsclient.Session.request` is the way). In ``on_message`` it
+        works on both transports: replies are read while the handler waits.
         """
         requests = self._requests
         if requests is None:
             raise RuntimeError("request() needs a reply_key: Client(..., reply_key=wsclient.json_field('id'))")
         check_timeout("timeout", timeout)
         payload, text = to_payload(message)
+        if self._state is State.IDLE:
+            raise RuntimeError("client is not started: use 'async with client' or 'await client.start()'")
         if self._closing or self._finished:
             raise ClientClosed("cannot send a request: client is closed")
+        if asyncio.current_task() is self._task and not ((session := self._supervisor.session) and session.flushing):
+            # The supervisor runs on_connect and on_disconnect, and reads no reply until they return.
+            raise RuntimeError(
+                "client.request() in on_connect or on_disconnect would wait for a reply that is read only after"
+                " the callback returns: use session.request() in on_connect"
+            )
         request = requests.add(key)
         try:
             async with asyncio.timeout(timeout) as deadline:

@@ -1,7 +1,8 @@
 """JSON-RPC 2.0 over a client or a session: ``await JsonRpc(client).call("eth_blockNumber")``.
 
 Built on the public API alone: a ``Client`` made with ``reply_key=REPLY_KEY``
-matches each response to its call by ``id``; notifications and anything else
+matches each response to its call by ``id``, by type as well as value (a
+response with ``"id": true`` or ``1.0`` answers no call ``1``); notifications and anything else
 flow to ``recv()``, iteration or ``on_message`` as usual. Calls made with a
 :class:`wsclient.Session` in ``on_connect`` go out on that connection before
 buffered sends, which is where subscriptions belong: their ids change with
@@ -32,7 +33,9 @@ class JsonRpcError(wsclient.WsClientError):
 
     ``code``, ``message`` and ``data`` are the object's members (``data`` is
     ``None`` when absent); ``error`` is the whole object as received. A
-    response that is not valid JSON-RPC raises this too, with code -32603.
+    response that is not valid JSON-RPC raises this too, with code -32603: an
+    error object whose ``code`` is not an integer (``true`` and ``1.0``
+    included) is such a response.
     """
 
     def __init__(self, code: int, message: str, data: Any = None, error: Mapping[str, Any] | None = None) -> None:
@@ -110,7 +113,8 @@ def _result(reply: wsclient.Data) -> Any:
         raise JsonRpcError(-32603, "response is not a JSON object")
     if "error" in document:
         error = document["error"]
-        if isinstance(error, dict) and isinstance(error.get("code"), int):
+        # The code must be an integer (JSON-RPC 2.0, section 5.1): neither true nor 1.0.
+        if isinstance(error, dict) and type(error.get("code")) is int:
             raise JsonRpcError(error["code"], str(error.get("message", "")), error.get("data"), error)
         raise JsonRpcError(-32603, f"malformed error object: {error!r}")
     if "result" not in document:

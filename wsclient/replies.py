@@ -3,6 +3,8 @@
 A request is a future keyed by what ``reply_key`` finds in its reply. It is
 bound to the session that writes its message, so that session's end fails it
 at once; the consumer of that session resolves it before delivering anything.
+Keys match by type as well as value: ``True``, ``1`` and ``1.0`` are equal in
+Python, but a reply whose id is ``true`` or ``1.0`` does not answer request ``1``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from .logs import describe_error
 if TYPE_CHECKING:
     from .config import Data
 
-__all__ = ["ReplyKey", "Request", "Requests", "json_field"]
+__all__ = ["ReplyKey", "Request", "Requests", "json_field", "typed"]
 
 ReplyKey = Callable[[Any], Hashable | None]
 """Finds the key of the request a message answers, or ``None`` when it answers none."""
@@ -29,7 +31,9 @@ def json_field(name: str) -> ReplyKey:
     """A ``reply_key`` reading the top-level field ``name`` of a JSON object (``json_field("id")`` for JSON-RPC).
 
     A message that does not mention ``"name"`` is not parsed at all; one that
-    is not a JSON object, or whose field is a list or an object, answers no request.
+    is not a JSON object, or whose field is a list or an object, answers no
+    request, nor does one nested too deeply for Python's parser (a
+    ``RecursionError`` is the message's fault, not the application's).
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty str, got {name!r}")
@@ -41,7 +45,7 @@ def json_field(name: str) -> ReplyKey:
             return None
         try:
             document = json.loads(message)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         if type(document) is not dict:
             return None
@@ -52,13 +56,26 @@ def json_field(name: str) -> ReplyKey:
     return reply_key
 
 
+def typed(key: Hashable) -> Hashable:
+    """The key of ``key`` among pending requests: its type as well as its value, in tuples too.
+
+    Python finds ``True == 1 == 1.0`` and hashes them alike; a reply id of
+    another type is another id all the same (JSON ``true`` is not ``1``).
+    """
+    if type(key) is tuple:
+        return (tuple, *map(typed, key))
+    return (type(key), key)
+
+
 class Request:
     """One pending request: its future, the message that carries it, and the session that wrote it."""
 
-    __slots__ = ("envelope", "future", "key", "sent", "session")
+    __slots__ = ("envelope", "future", "key", "sent", "session", "slot")
 
     def __init__(self, key: Hashable, future: asyncio.Future[Any]) -> None:
         self.key = key
+        self.slot = typed(key)
+        """Its key in ``Requests.pending``: the key with its type."""
         self.future = future
         self.envelope: Envelope | None = None
         """The buffered message, while the outbox holds it."""
@@ -79,7 +96,7 @@ class Requests:
 
     def __init__(self, reply_key: ReplyKey, stats: Any, log: Any, stopping: Callable[[], bool] = lambda: False) -> None:
         self.pending: dict[Hashable, Request] = {}
-        """Empty unless a request waits: the consumer tests it before calling ``reply_key``."""
+        """Empty unless a request waits: the consumer tests it before calling ``reply_key``. Keyed by :func:`typed`."""
         self._reply_key = reply_key
         self._stats = stats
         self._log = log
@@ -90,28 +107,31 @@ class Requests:
         """Register a request under ``key``; a key already pending is a ``ValueError``."""
         if key is None:
             raise ValueError("key must not be None: reply_key returns None for a message that is no reply")
-        if key in self.pending:  # a TypeError for an unhashable key
-            raise ValueError(f"a request with key {key!r} is already pending")
+        hash(key)  # a TypeError for an unhashable key
         request = Request(key, asyncio.get_running_loop().create_future())
-        self.pending[key] = request
+        if request.slot in self.pending:
+            raise ValueError(f"a request with key {key!r} is already pending")
+        self.pending[request.slot] = request
         return request
 
     def resolve(self, message: Any, session: Any) -> bool:
         """Resolve the request ``message`` answers on ``session`` and say so; False lets the message flow on.
 
         ``reply_key`` raising counts as "not a reply"; the first failure is logged with its traceback.
+        A plain function raising ``CancelledError`` cancels nothing: it is such a failure too.
         """
         try:
             key = self._reply_key(message)
             if key is None:
                 return False
-            request = self.pending.get(key)
-        except Exception as exc:
+            slot = typed(key)
+            request = self.pending.get(slot)
+        except (Exception, asyncio.CancelledError) as exc:
             self._report(exc)
             return False
         if request is None or request.session is not session:
             return False
-        del self.pending[key]
+        del self.pending[slot]
         if session.bound is not None:
             session.bound.discard(request)
         self._stats.replies += 1
@@ -119,7 +139,7 @@ class Requests:
             request.future.set_result(message)
         return True
 
-    def _report(self, exc: Exception) -> None:
+    def _report(self, exc: BaseException) -> None:
         if not self._reported:
             self._reported = True
             self._log.error("reply_key_failed", error=describe_error(exc), exc_info=exc)
@@ -129,8 +149,8 @@ class Requests:
 
         Returns True when its message was still buffered, and is now a tombstone never to be sent.
         """
-        if self.pending.get(request.key) is request:
-            del self.pending[request.key]
+        if self.pending.get(request.slot) is request:
+            del self.pending[request.slot]
         if request.session is not None and request.session.bound is not None:
             request.session.bound.discard(request)
         envelope = request.envelope

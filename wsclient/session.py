@@ -22,14 +22,14 @@ from websockets.exceptions import ConnectionClosed
 
 from .buffers import Deliver, Envelope, Inbox, Outbox
 from .config import ClientConfig, Data, check_timeout
-from .errors import RequestInterrupted, RequestTimeout
+from .errors import CallbackError, RequestInterrupted, RequestTimeout
 from .events import Cause, ClosedBy, SessionEnd
 from .heartbeat import HeartbeatTimer, IdleTimer, Watch
 from .replies import Request, Requests
 from .stats import Stats
 from .transports import Direct, Transport
 
-__all__ = ["Handler", "Session", "count_write", "end_from_close", "to_payload"]
+__all__ = ["Handler", "Session", "count_write", "end_from_close", "ours", "to_payload"]
 
 ABNORMAL_CLOSURE = 1006
 INVALID_DATA = 1007
@@ -55,6 +55,19 @@ def too_big(message: Data, limit: int) -> bool:
     if isinstance(message, str):
         return len(message) > limit or (4 * len(message) > limit and len(message.encode()) > limit)
     return len(message) > limit
+
+
+def ours(error: asyncio.CancelledError) -> bool:
+    """Whether ``error`` cancels the running task itself, rather than being raised by application code.
+
+    Code of the application that awaited a future someone else cancelled
+    raises ``CancelledError`` too: that is a bug in the callback, to be
+    handled like its other exceptions. A cancellation of our own task (the
+    client closing, a task group failing) is counted by the task and must
+    propagate. Outside any task (a frame callback) it is never ours.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def count_write(stats: Stats, written: bool) -> None:
@@ -94,7 +107,9 @@ class Handler:
 
     __slots__ = ("direct", "failed", "handler")
 
-    def __init__(self, handler: Callable[[Any], object], failed: Callable[[Exception], None], *, direct: bool) -> None:
+    def __init__(
+        self, handler: Callable[[Any], object], failed: Callable[[BaseException], None], *, direct: bool
+    ) -> None:
         self.handler = handler
         self.failed = failed
         self.direct = direct
@@ -106,12 +121,20 @@ class Handler:
                 await result
         except Exception as exc:
             self.failed(exc)
+        except asyncio.CancelledError as exc:
+            if ours(exc):
+                raise
+            self.failed(exc)
 
     async def finish(self, result: Awaitable[Any]) -> None:
         """Await what the handler, called from a frame callback, returned."""
         try:
             await result
         except Exception as exc:
+            self.failed(exc)
+        except asyncio.CancelledError as exc:
+            if ours(exc):
+                raise
             self.failed(exc)
 
 
@@ -402,8 +425,16 @@ class Session:
         """Run ``on_connect``; if it raised, keep the error in ``hook_error``, close, and say how the session ended."""
         try:
             await self._run_on_connect(on_connect)
-        except Exception as exc:
-            self.hook_error = exc
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                if ours(exc):
+                    raise
+                # Raised by the hook's own code, not by a cancellation of this task: a bug in the hook.
+                error = CallbackError("on_connect", exc)
+                error.__cause__ = exc
+                self.hook_error = error
+            else:
+                self.hook_error = exc
             await self.close(1000, "on_connect failed")
             return await self._ended()
         finally:
@@ -539,6 +570,8 @@ class Session:
                     await put(message)
             if transport.pushes:
                 await self._pump(deliver)
+            elif requests is not None and isinstance(deliver, Handler):
+                await self._handle_beside_reader(deliver, requests)
             elif requests is not None:
                 # Only a client with reply_key pays for the lookup, and only while a request waits.
                 pending, resolve = requests.pending, requests.resolve
@@ -581,6 +614,53 @@ class Session:
         self._interrupt_requests()
         return await self._ended()
 
+    async def _handle_beside_reader(self, handler: Handler, requests: Requests) -> None:
+        """Run ``on_message`` beside a reader task that resolves replies, so the handler may await ``request()``.
+
+        What a pushing transport does from its frame callback: replies resolve
+        their requests while the handler runs; other messages wait, in order,
+        in a queue of ``inbox_size`` (reading waits while it is full).
+        """
+        queue: Inbox[Data] = Inbox(self._config.inbox_size)
+        assert self._tg is not None
+        reading = self._tg.create_task(self._read_beside(queue, requests), name=f"wsclient-reader-{self.id}")
+        try:
+            while True:
+                message = queue.poll()
+                if message is None:
+                    try:
+                        message = await queue.get()
+                    except ConnectionClosed:
+                        return
+                await handler(message)
+        finally:
+            reading.cancel()
+
+    async def _read_beside(self, queue: Inbox[Data], requests: Requests) -> None:
+        recv, stats, transport = self._recv, self._stats, self.transport
+        limit = self._config.max_size
+        compressed = limit is not None and not transport.checks_message_size
+        pending, resolve = requests.pending, requests.resolve
+        try:
+            while True:
+                message = await recv()
+                if compressed and too_big(message, limit):  # type: ignore[arg-type]
+                    await transport.close(MESSAGE_TOO_BIG, f"message over max_size ({limit} bytes)")
+                    continue
+                if pending and resolve(message, self):
+                    continue
+                stats.messages_in += 1
+                if not queue.offer(message):
+                    await queue.put(message)
+        except UnicodeDecodeError:
+            await transport.close(INVALID_DATA, "binary message is not UTF-8 text")
+            self._interrupt_requests()
+        except ConnectionClosed:
+            # No reply comes any more: a request the handler awaits fails now, not at its timeout.
+            self._interrupt_requests()
+        finally:
+            queue.close(ConnectionClosed(None, None))
+
     async def _pump(self, deliver: Deliver) -> None:
         """Receive from a transport that pushes each message from its frame callback.
 
@@ -611,7 +691,8 @@ class Session:
                     return push(message)  # the handler is still at an earlier message: keep the order
                 try:
                     result = handler(message)
-                except Exception as exc:
+                except (Exception, asyncio.CancelledError) as exc:
+                    # A plain function raising CancelledError cancels nothing: it is the handler's bug.
                     failed(exc)
                     return True
                 if result is not None:
@@ -663,6 +744,8 @@ class Session:
     async def _pump_into(self, queue: Inbox[Any], sink: Callable[[Data], bool], counted: Stats | None) -> None:
         try:
             await self.transport.pump(queue, sink, counted)
+            # No reply comes any more: a request the handler awaits fails now, not at its timeout.
+            self._interrupt_requests()
         finally:
             queue.close(ConnectionClosed(None, None))
 

@@ -24,7 +24,7 @@ from .logs import describe_error, redact_url
 from .policy import Action, SessionDropped, callback_error, close_action, connect_action, hook_action, to_fatal
 from .redact import redact_error
 from .replies import Requests
-from .session import ABNORMAL_CLOSURE, Session
+from .session import ABNORMAL_CLOSURE, Session, ours
 from .stats import Outage, Stats
 from .transports import open_transport
 from .wire import check_headers, check_url, handshake_target
@@ -268,7 +268,7 @@ class Supervisor:
             if hook_action(error) is Action.FATAL:
                 log.error("callback_failed", callback="on_connect", session_id=session.id, exc_info=error)
                 fatal = to_fatal(callback_error("on_connect", error))
-                raise fatal from (None if fatal is error else error)
+                raise fatal from (error.__cause__ if fatal is error else error)
             log.warning("on_connect_failed", session_id=session.id, error=describe_error(error))
             raise error
         return self._after(session, end, log)
@@ -279,11 +279,18 @@ class Supervisor:
         """Tell the application how the session ended, before the policy decides what follows.
 
         Bounded by ``close_timeout``. A connection error (or a timeout) from the
-        hook is logged and changes nothing; any other exception is a bug: fatal.
+        hook is logged and changes nothing; any other exception is a bug: fatal,
+        ``CancelledError`` included unless it cancels the supervisor itself.
         """
         try:
             async with asyncio.timeout(self._config.close_timeout):
                 await hook(end)
+        except asyncio.CancelledError as exc:
+            if ours(exc):
+                raise
+            # Raised by the hook's own code, not by a cancellation of this task: a bug in the hook.
+            log.error("callback_failed", callback="on_disconnect", session_id=session.id, exc_info=exc)
+            raise CallbackError("on_disconnect", exc) from exc
         except Exception as exc:
             if hook_action(exc) is Action.FATAL:
                 log.error("callback_failed", callback="on_disconnect", session_id=session.id, exc_info=exc)

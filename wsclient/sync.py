@@ -12,6 +12,16 @@ as callables) are plain functions. They run in a second background thread,
 one per client, one at a time and in the order their events happened, so a
 slow callback never stalls the connection's heartbeat and an ``on_connect``
 may block on ``session.send()``/``session.recv()`` without deadlocking.
+
+Every ``timeout`` is checked as the asyncio client checks it, before
+anything is scheduled: a number of seconds > 0 (``nan`` is a ``ValueError``,
+``"1"`` a ``TypeError`` naming the argument), or ``None`` for no limit; a
+timeout too long for a thread to wait (``inf``) is no limit either.
+
+A client belongs to the process that started it: after ``os.fork()`` the
+child has neither its threads nor a connection of its own. In the child,
+``close()`` returns at once and leaves the parent's connection alone, and
+every other call raises ``RuntimeError``: make a new client in the child.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import inspect
+import os
 import threading
 import time
 import weakref
@@ -33,6 +44,7 @@ from typing import Any, TypeVar
 import structlog
 
 import wsclient
+from wsclient.config import check_timeout
 
 __all__ = ["Client", "Session"]
 
@@ -45,6 +57,18 @@ _PLAIN_CALLBACKS = ("url", "headers", "on_disconnect")
 """Callbacks whose arguments and result cross threads unchanged: a new one such as ``on_disconnect`` goes here."""
 
 _log = structlog.get_logger("wsclient")
+
+
+def _wait(name: str, timeout: object) -> float | None:
+    """Check ``timeout`` as the asyncio client does and say how long a thread waits: ``None`` for no limit.
+
+    A timeout beyond what a thread can wait (``inf``, ``1e300``) is no limit,
+    where ``threading`` would raise ``OverflowError``.
+    """
+    check_timeout(name, timeout)
+    if timeout is None or timeout >= threading.TIMEOUT_MAX:  # type: ignore[operator]
+        return None
+    return timeout  # type: ignore[return-value]
 
 
 class _Inbox:
@@ -189,6 +213,8 @@ class _Portal:
         self.callback_thread: threading.Thread | None = None
         self.end: BaseException | None = None
         self.ended = threading.Event()
+        self.pid = os.getpid()
+        """The process that started the threads: a child of ``os.fork()`` has none of them."""
         self._lock = threading.Lock()
         self._accepting = False
         self._started = threading.Event()
@@ -197,7 +223,12 @@ class _Portal:
 
     # Lifecycle.
 
+    def forked(self) -> bool:
+        """Whether this is a child of ``os.fork()``, where the client's threads do not exist."""
+        return os.getpid() != self.pid
+
     def start(self, on_message: Callable[[Any], object] | None) -> None:
+        self.pid = os.getpid()
         context = contextvars.copy_context()
         self.loop_thread = threading.Thread(target=context.run, args=(self._thread_main,), name="wsclient-loop")
         self.loop_thread.start()
@@ -248,6 +279,8 @@ class _Portal:
 
     def request_close(self, code: int = 1000, reason: str = "") -> None:
         """Start closing without waiting (a finalizer or the interpreter's exit may call this from any thread)."""
+        if self.forked():
+            return  # the connection is the parent's
         with self._lock:
             if self._accepting and self.loop is not None:
                 self.loop.call_soon_threadsafe(self._close_soon, code, reason)
@@ -283,6 +316,8 @@ class _Portal:
         """Run ``function(*args, **kwargs)`` on the loop and wait for its result, at most ``timeout`` seconds."""
         if threading.current_thread() is self.loop_thread:
             raise RuntimeError("a blocking call from the client's own event loop thread would deadlock")
+        if self.forked():
+            raise RuntimeError(f"this client belongs to process {self.pid}: after os.fork(), make a new client")
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         with self._lock:
             if not self._accepting or self.loop is None:
@@ -360,7 +395,7 @@ _registry_lock = threading.Lock()
 
 def _close_at_exit() -> None:
     """Close every client still running when the main thread ends, before the interpreter joins threads."""
-    portals = list(_live)
+    portals = [portal for portal in _live if not portal.forked()]
     for portal in portals:
         portal.request_close(1001, "going away")
     for portal in portals:
@@ -377,8 +412,12 @@ def _register_at_exit() -> None:
 
 
 def _grace(timeout: float | None) -> float | None:
-    """How long a thread waits for a call that ends itself after ``timeout``: a little longer, so its error wins."""
-    return None if timeout is None or not isinstance(timeout, int | float) else timeout + 1.0
+    """How long a thread waits for a call that ends itself after ``timeout``: a little longer, so its error wins.
+
+    ``timeout`` was checked (see :func:`_wait`).
+    """
+    wait = _wait("timeout", timeout)
+    return None if wait is None or wait + 1.0 >= threading.TIMEOUT_MAX else wait + 1.0
 
 
 def _wrap_plain(portal: _Portal, function: Callable[..., T]) -> Callable[..., Awaitable[T]]:
@@ -433,11 +472,11 @@ class Session:
 
     def send(self, message: Data, *, timeout: float | None = None) -> None:
         """Send on this connection now (no buffering); raises ``ConnectionClosed`` if it is gone."""
-        self._portal.call(timeout, self._session.send, message)
+        self._portal.call(_wait("timeout", timeout), self._session.send, message)
 
     def recv(self, timeout: float | None = None) -> Data:
         """Receive the next message of this connection; ``TimeoutError`` after ``timeout`` seconds."""
-        return self._portal.call(timeout, self._session.recv)
+        return self._portal.call(_wait("timeout", timeout), self._session.recv)
 
     def request(self, message: Data, *, key: Hashable, timeout: float | None = 10.0) -> Data:
         """Send on this connection and return the reply matched to ``key``, as :meth:`wsclient.Session.request`."""
@@ -518,10 +557,11 @@ class Client:
 
         Raises ``TimeoutError`` after ``timeout`` seconds.
         """
+        grace = _grace(timeout)
         self._check_started()
         portal = self._portal
         try:
-            portal.call(None if timeout is None else timeout + 1.0, self._client.wait_open, timeout)
+            portal.call(grace, self._client.wait_open, timeout)
         except wsclient.ClientClosed:
             # The client stopped before the call reached its loop: say why it stopped.
             portal.ended.wait()
@@ -535,9 +575,10 @@ class Client:
         Returns when it stopped cleanly; raises the ``FatalError``/``GaveUp``
         that stopped it otherwise, and ``TimeoutError`` after ``timeout`` seconds.
         """
+        wait = _wait("timeout", timeout)
         self._check_started()
         self._check_not_callback("wait_closed")
-        if not self._portal.ended.wait(timeout):
+        if not self._portal.ended.wait(wait):
             raise TimeoutError(f"client still running after {timeout} s")
         end = self._portal.end
         if end is not None and not isinstance(end, wsclient.ClientClosed):
@@ -548,15 +589,19 @@ class Client:
 
         The close itself is bounded by ``close_timeout``; ``timeout`` bounds the
         wait for callbacks still queued to finish (``TimeoutError``). Called
-        from a callback, it returns once the connection closed.
+        from a callback, it returns once the connection closed. In a child of
+        ``os.fork()`` it returns at once: the connection is the parent's.
         """
+        wait = _wait("timeout", timeout)
         portal = self._portal
+        if portal.forked():
+            return
         if portal.loop_thread is None:
             self._client_close_idle(code, reason)
             return
         with contextlib.suppress(wsclient.ClientClosed):  # it may have stopped on its own
             portal.call(None, self._client.close, code, reason)
-        if not portal.join(timeout):
+        if not portal.join(wait):
             raise TimeoutError(f"callbacks still running {timeout} s after close")
 
     def _client_close_idle(self, code: int, reason: str) -> None:
@@ -585,6 +630,11 @@ class Client:
         self.close()
 
     def _check_started(self) -> None:
+        if self._portal.forked():
+            raise RuntimeError(
+                f"this client belongs to process {self._portal.pid}, which started it:"
+                " after os.fork(), make a new client in the child"
+            )
         if self._portal.loop_thread is None:
             raise RuntimeError("client is not started: use 'with client' or 'client.start()'")
 
@@ -602,9 +652,10 @@ class Client:
         """
         if self._on_message is not None:
             raise RuntimeError("recv() is not available when on_message is set: messages go to the handler")
+        wait = _wait("timeout", timeout)
         self._check_started()
         self._check_not_callback("recv")
-        return self._portal.inbox.get(timeout)  # type: ignore[no-any-return]
+        return self._portal.inbox.get(wait)  # type: ignore[no-any-return]
 
     def __iter__(self) -> Iterator[Data]:
         if self._on_message is not None:
@@ -629,8 +680,9 @@ class Client:
         messages go out in the order that thread sent them. ``ttl`` is the
         asyncio client's: a buffered message not written within it is never sent.
         """
+        wait = _wait("timeout", timeout)
         self._check_started()
-        self._portal.call(timeout, self._client.send, message, ttl=ttl)
+        self._portal.call(wait, self._client.send, message, ttl=ttl)
 
     def request(self, message: Data, *, key: Hashable, timeout: float | None = 10.0) -> Data:
         """Send ``message`` and return its reply, as :meth:`wsclient.Client.request` (needs ``reply_key``).
@@ -639,10 +691,9 @@ class Client:
         buffered then is never sent), ``RequestInterrupted`` at once if the
         session that carried it ends, ``ClientClosed`` if the client closes.
         """
+        grace = _grace(timeout)
         self._check_started()
-        reply: Data = self._portal.call(
-            _grace(timeout), partial(self._client.request, message, key=key, timeout=timeout)
-        )
+        reply: Data = self._portal.call(grace, partial(self._client.request, message, key=key, timeout=timeout))
         return reply
 
     def unsent(self) -> list[Data]:

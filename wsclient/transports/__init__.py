@@ -36,14 +36,18 @@ Sink: TypeAlias = "Callable[[Data], bool]"
 class Direct:
     """A plain ``on_message`` that a pushing transport calls from its frame callback, with no hop in between.
 
-    ``failed`` takes what the handler raised; ``returned`` takes what it
+    ``failed`` takes what the handler raised, ``CancelledError`` included (a
+    plain function raising it cancels nothing: it is a bug in the handler); ``returned`` takes what it
     returned when that is not None (an awaitable the session must await in turn).
     """
 
     __slots__ = ("failed", "handler", "returned")
 
     def __init__(
-        self, handler: Callable[[Any], object], failed: Callable[[Exception], None], returned: Callable[[object], None]
+        self,
+        handler: Callable[[Any], object],
+        failed: Callable[[BaseException], None],
+        returned: Callable[[object], None],
     ) -> None:
         self.handler = handler
         self.failed = failed

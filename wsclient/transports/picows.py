@@ -317,7 +317,7 @@ class PicowsTransport(WSListener):
             if (call := self._call) is not None:
                 try:
                     result = call(message)
-                except Exception as exc:
+                except (Exception, asyncio.CancelledError) as exc:
                     self._call_failed(exc)
                 else:
                     if result is not None:
@@ -392,7 +392,7 @@ class PicowsTransport(WSListener):
         if (call := self._call) is not None:
             try:
                 result = call(message)
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
                 self._call_failed(exc)
             else:
                 if result is not None:
@@ -402,7 +402,7 @@ class PicowsTransport(WSListener):
         elif not self._sink(message) and not self._reading_paused:  # type: ignore[misc]
             self._pause_reading()
 
-    def _call_failed(self, exc: Exception) -> None:
+    def _call_failed(self, exc: BaseException) -> None:
         assert self._direct is not None
         self._direct.failed(exc)
 
