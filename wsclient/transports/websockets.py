@@ -13,6 +13,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State as ProtocolState
 from websockets.typing import Subprotocol
 
+from . import unread_bytes
+
 if TYPE_CHECKING:
     from ..buffers import Inbox
     from ..config import ClientConfig, Data
@@ -35,7 +37,17 @@ class TrackedConnection(ClientConnection):
     last_rx: float = 0.0
     last_drain: float = 0.0
     paused_at: float = 0.0
+    reading_resumed: float = 0.0
     _close_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # websockets pauses reading while its queue of frames is full: note when it reads again.
+        self.recv_messages.resume = self._resume_reading
+
+    def _resume_reading(self) -> None:
+        self.reading_resumed = self.loop.time()
+        self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = self.loop.time()
@@ -102,6 +114,10 @@ class WebsocketsTransport:
         return self.raw.last_drain
 
     @property
+    def reading_resumed(self) -> float:
+        return self.raw.reading_resumed
+
+    @property
     def subprotocol(self) -> str | None:
         return self.raw.subprotocol
 
@@ -157,6 +173,9 @@ class WebsocketsTransport:
     def reading_paused(self) -> bool:
         transport = self.raw.transport
         return not transport.is_closing() and not transport.is_reading()
+
+    def unread(self) -> int | None:
+        return unread_bytes(self.raw.transport)
 
     def write_backlog(self) -> int:
         return self.raw.transport.get_write_buffer_size()
