@@ -214,3 +214,37 @@ async def test_a_reader_slower_than_a_flood_is_never_taken_for_a_dead_peer(trans
     ends = [e for e in events if e["event"] in ("heartbeat_timeout", "write_stalled", "idle_timeout")]
     assert ends == []
     assert client.stats.outages_total == 0
+
+
+@pytest.mark.parametrize("transport", ["websockets", "picows"], indirect=True)
+async def test_a_peer_that_half_closes_while_it_does_not_read_releases_a_waiting_send(transport: str) -> None:
+    blocked = asyncio.Event()
+
+    async def deaf_then_eof(connection: ServerConnection) -> None:
+        connection.transport.pause_reading()
+        await blocked.wait()
+        # The peer goes away: its EOF comes while the client's writes wait on it.
+        connection.transport.write_eof()
+        await connection.wait_closed()
+
+    heartbeat = wsclient.Heartbeat(interval=20 * MS, timeout=40 * MS)
+    settings = fast(heartbeat=heartbeat, compression=None, max_buffered=10_000, close_timeout=0.2)
+    if transport == "picows":
+        del settings["compression"]
+    loop = asyncio.get_running_loop()
+    async with (
+        FlakyServer(handler=deaf_then_eof) as server,  # type: ignore[arg-type]
+        asyncio.timeout(BOUND),
+        wsclient.Client(server.url, **settings) as client,
+    ):
+        await client.wait_open()
+        session = client.session
+        assert session is not None
+        sending = asyncio.create_task(client.send(os.urandom(4 * 1024 * 1024)))
+        await until(lambda: session.write_backlog() > 0 and not sending.done())
+        blocked.set()
+        started = loop.time()
+        await sending
+        waited = loop.time() - started
+    # Within close_timeout (or the heartbeat's verdict), not once the peer reads again (it never does).
+    assert waited < 1.0

@@ -32,6 +32,10 @@ class TrackedConnection(ClientConnection):
     It also enforces ``close_timeout`` after the server's close frame: websockets
     sets that deadline but only a later ``send()`` or ``close()`` acts on it, so a
     server that closes with 1000 and keeps TCP open would leave ``recv()`` waiting forever.
+    And after the peer's EOF: websockets then closes the transport, which waits
+    until the write buffer is flushed, so a peer that half-closed while it no
+    longer reads would hold a waiting ``send()`` (and the session, no longer
+    open, ignores the heartbeat's verdicts) until it reads again.
     """
 
     last_rx: float = 0.0
@@ -54,6 +58,11 @@ class TrackedConnection(ClientConnection):
         super().data_received(data)
         if self.close_deadline is not None and self._close_timer is None:
             self._close_timer = self.loop.call_at(self.close_deadline, self.transport.abort)
+
+    def eof_received(self) -> None:
+        super().eof_received()
+        if self._close_timer is None and self.close_timeout is not None:
+            self._close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._close_timer is not None:
