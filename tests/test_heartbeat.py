@@ -121,9 +121,12 @@ HELD = [
     # Reading resumed during the beat and data came after: the pong may be behind what we held back.
     (False, None, 6.0, 7.0, True),
     (False, 0, 5.0, 5.0, True),
+    # Resumed during the beat and not read yet: the peer's bytes still wait.
+    (False, 10, 6.0, 5.5, True),
+    (False, None, 6.0, 5.5, True),
     # Resumed during the beat but nothing came after it, or resumed before the beat: nothing held back.
-    (False, None, 6.0, 5.5, False),
-    (False, None, 4.0, 7.0, False),
+    (False, 0, 6.0, 5.5, False),
+    (False, 0, 4.0, 7.0, False),
     (False, None, 0.0, 7.0, False),
 ]
 
@@ -132,6 +135,14 @@ HELD = [
 def test_held_back(paused: bool, unread: int | None, resumed: float, last_rx: float, held: bool) -> None:
     link = Held(paused, unread, resumed, last_rx)
     assert held_back(link, 5.0) is held  # type: ignore[arg-type]
+
+
+def test_held_back_since_a_recent_pause() -> None:
+    # Reading resumed two beats ago: what the peer queued while we paused may still stand before its pong.
+    link = Held(False, 0, 3.0, 7.0)
+    assert not held_back(link, 5.0)  # type: ignore[arg-type]
+    assert held_back(link, 5.0, recent=2.0)  # type: ignore[arg-type]
+    assert not held_back(link, 5.0, recent=4.0)  # type: ignore[arg-type]
 
 
 def burst_then_deaf(burst: int) -> Callable[[ServerConnection], Awaitable[None]]:

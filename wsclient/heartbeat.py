@@ -15,8 +15,10 @@ Bounds, with ``i = interval``, ``t = timeout`` and ``m = missed_pongs``: a
 peer that goes silent (dead, or no longer reading and sending nothing) is
 noticed within ``i + t``; one that keeps sending but no longer reads within
 ``i + m * max(i, t)`` (as ``write_stalled`` once our writes wait on it), as
-long as the application leaves none of the peer's data unread; time the
-application keeps the event loop busy without yielding comes on top.
+long as the application leaves none of the peer's data unread; if reading
+was paused in the last ``m`` beats, ``m * max(i, t)`` more (what the peer
+queued meanwhile may still stand before its pong). Time the application
+keeps the event loop busy without yielding comes on top.
 """
 
 from __future__ import annotations
@@ -170,7 +172,9 @@ async def beat(settings: Heartbeat, link: Link, missed: int = 0, log: Any = None
     except TimeoutError:
         pass
     answered = pong is not None and _answered(pong)
-    sign = None if answered else _other_sign_of_life(link, sent_at)
+    # Data we held back in the last missed_pongs beats may still stand between the peer and its pong.
+    recent = sent_at - settings.missed_pongs * max(settings.interval, settings.timeout)
+    sign = None if answered else _other_sign_of_life(link, sent_at, recent)
     stalled = sign == "data_received" and link.write_stalled(sent_at, backlog)
     cause, missed = beat_verdict(
         pinged=pong is not None,
@@ -253,13 +257,13 @@ class HeartbeatTimer:
         return cause
 
 
-def _other_sign_of_life(link: Link, since: float) -> str | None:
+def _other_sign_of_life(link: Link, since: float, recent: float | None = None) -> str | None:
     """Why the peer counts as alive without its pong, or ``None`` if nothing says so.
 
     Our own backpressure comes first: the pong may be waiting behind data we
     held back (see :func:`held_back`), and that is never held against the peer.
     """
-    if held_back(link, since):
+    if held_back(link, since, recent):
         return "reading_paused"
     if link.last_rx >= since:
         return "data_received"
@@ -268,20 +272,24 @@ def _other_sign_of_life(link: Link, since: float) -> str | None:
     return None
 
 
-def held_back(link: Link, since: float) -> bool:
+def held_back(link: Link, since: float, recent: float | None = None) -> bool:
     """Whether our paused reading may be what kept the peer's answer away since ``since``.
 
     Reading paused with the peer's bytes waiting unread in the socket (or
-    where that cannot be told); or reading resumed since then and data came
-    after it, which the peer may have held while we did not read. Reading
-    paused with nothing waiting means everything the peer sent was read: a
-    pong among it would have been seen, so the peer has not answered.
+    where that cannot be told); or reading resumed since ``recent`` (default
+    ``since``) and data came after it, or still waits to be read: what the
+    peer queued while we did not read comes first, and its pong behind it. Reading paused with
+    nothing waiting means everything the peer sent was read: a pong among it
+    would have been seen, so the peer has not answered.
     """
     if link.reading_paused():
         unread = link.unread()
         return unread is None or unread > 0
     resumed = link.reading_resumed
-    return resumed >= since and link.last_rx >= resumed
+    if resumed < (since if recent is None else recent):
+        return False
+    # Resumed, and read since, or not yet: the peer's bytes still wait (the pong may be among them).
+    return link.last_rx >= resumed or link.unread() != 0
 
 
 def _answered(pong: Awaitable[float]) -> bool:
