@@ -1028,9 +1028,10 @@ async def test_chaos_soak(request: pytest.FixtureRequest, capsys: pytest.Capture
     assert listener.out_of_order == 0, summary
     # A peer that stops reading stalls the writes; the client notices, and no send waits forever.
     assert writers.stalled_writes > 0, summary
-    # At most one missed stall per run: now and then a writer's first session keeps a send blocked through
-    # the whole stall with no verdict; the cause is not found yet, and a run that misses two fails.
-    assert writers.violations_total <= 1, f"{summary}; stalled writes: {writers.violations}"
+    # Every stall is noticed. (A miss once came from the server going away during the stall: its EOF, passed
+    # on by the proxy, left the connection closing, so the heartbeat's verdicts were ignored, while the
+    # transport waited to flush the stalled writes before closing: close_timeout now bounds that too.)
+    assert writers.violations_total == 0, f"{summary}; stalled writes: {writers.violations}"
     assert app.longest_send < SEND_BOUND, summary
     # A cancelled close() leaves a closed client: no task, no socket, no new session.
     assert closes.cancelled > 0, summary

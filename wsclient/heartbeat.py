@@ -3,9 +3,22 @@
 A peer is alive when anything proves it within the timeout: its pong, any
 inbound bytes, or the kernel draining what we wrote. A session whose reading
 we paused ourselves (the application is not reading) is backpressured, not
-dead, so it is never declared dead for that. A peer that keeps sending but
-took none of our waiting bytes within the timeout is stalled, however lively
-its own data looks.
+dead: while the peer's bytes wait unread in the socket, or when we read again
+during the beat, its pong may be behind data we held back, and a missing pong
+is never held against it. With reading paused and nothing waiting in the
+socket, everything the peer sent was read (a pong too, which resolves its
+waiter whatever the application does): its silence is its own. A peer that
+keeps sending but took none of our waiting bytes within the timeout is
+stalled, however lively its own data looks.
+
+Bounds, with ``i = interval``, ``t = timeout`` and ``m = missed_pongs``: a
+peer that goes silent (dead, or no longer reading and sending nothing) is
+noticed within ``i + t``; one that keeps sending but no longer reads within
+``i + m * max(i, t)`` (as ``write_stalled`` once our writes wait on it), as
+long as the application leaves none of the peer's data unread; if reading
+was paused in the last ``m`` beats, ``m * max(i, t)`` more (what the peer
+queued meanwhile may still stand before its pong). Time the application
+keeps the event loop busy without yielding comes on top.
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ __all__ = [
     "beat",
     "beat_verdict",
     "heartbeat_message",
+    "held_back",
     "idle_verdict",
 ]
 
@@ -78,6 +92,13 @@ class Link(Protocol):
 
     def reading_paused(self) -> bool:
         """Whether reading is paused because the application is not consuming messages."""
+
+    @property
+    def reading_resumed(self) -> float:
+        """Loop time at which reading last resumed after a pause (0.0 if it never paused)."""
+
+    def unread(self) -> int | None:
+        """Bytes the peer sent that wait unread in the socket, or None where that cannot be told."""
 
     async def send_heartbeat(self, message: str | bytes | None) -> Awaitable[float] | None:
         """Send a ping (``message is None``; returns the pong waiter) or an application message."""
@@ -151,7 +172,9 @@ async def beat(settings: Heartbeat, link: Link, missed: int = 0, log: Any = None
     except TimeoutError:
         pass
     answered = pong is not None and _answered(pong)
-    sign = None if answered else _other_sign_of_life(link, sent_at)
+    # Data we held back in the last missed_pongs beats may still stand between the peer and its pong.
+    recent = sent_at - settings.missed_pongs * max(settings.interval, settings.timeout)
+    sign = None if answered else _other_sign_of_life(link, sent_at, recent)
     stalled = sign == "data_received" and link.write_stalled(sent_at, backlog)
     cause, missed = beat_verdict(
         pinged=pong is not None,
@@ -234,19 +257,39 @@ class HeartbeatTimer:
         return cause
 
 
-def _other_sign_of_life(link: Link, since: float) -> str | None:
+def _other_sign_of_life(link: Link, since: float, recent: float | None = None) -> str | None:
     """Why the peer counts as alive without its pong, or ``None`` if nothing says so.
 
-    Our own backpressure comes first: with reading paused, the pong may be
-    waiting unread in the socket, and that is never held against the peer.
+    Our own backpressure comes first: the pong may be waiting behind data we
+    held back (see :func:`held_back`), and that is never held against the peer.
     """
-    if link.reading_paused():
+    if held_back(link, since, recent):
         return "reading_paused"
     if link.last_rx >= since:
         return "data_received"
     if link.last_drain >= since:
         return "data_drained"
     return None
+
+
+def held_back(link: Link, since: float, recent: float | None = None) -> bool:
+    """Whether our paused reading may be what kept the peer's answer away since ``since``.
+
+    Reading paused with the peer's bytes waiting unread in the socket (or
+    where that cannot be told); or reading resumed since ``recent`` (default
+    ``since``) and data came after it, or still waits to be read: what the
+    peer queued while we did not read comes first, and its pong behind it. Reading paused with
+    nothing waiting means everything the peer sent was read: a pong among it
+    would have been seen, so the peer has not answered.
+    """
+    if link.reading_paused():
+        unread = link.unread()
+        return unread is None or unread > 0
+    resumed = link.reading_resumed
+    if resumed < (since if recent is None else recent):
+        return False
+    # Resumed, and read since, or not yet: the peer's bytes still wait (the pong may be among them).
+    return link.last_rx >= resumed or link.unread() != 0
 
 
 def _answered(pong: Awaitable[float]) -> bool:

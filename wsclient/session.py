@@ -15,6 +15,7 @@ import inspect
 import itertools
 import sys
 from collections.abc import Awaitable, Callable, Hashable
+from functools import partial
 from typing import Any
 
 from websockets.datastructures import Headers
@@ -342,6 +343,13 @@ class Session:
     def reading_paused(self) -> bool:
         return self.transport.reading_paused()
 
+    @property
+    def reading_resumed(self) -> float:
+        return self.transport.reading_resumed
+
+    def unread(self) -> int | None:
+        return self.transport.unread()
+
     def write_backlog(self) -> int:
         return self.transport.write_backlog()
 
@@ -558,7 +566,7 @@ class Session:
     async def _consume(self, deliver: Deliver) -> SessionEnd:
         recv, stats = self._recv, self._stats
         limit = self._config.max_size
-        put = deliver.put if isinstance(deliver, Inbox) else deliver
+        put = partial(self._put, deliver) if isinstance(deliver, Inbox) else deliver
         requests = self._requests
         transport = self.transport
         try:
@@ -600,7 +608,7 @@ class Session:
                     message = await recv()
                     stats.messages_in += 1
                     if not offer(message):
-                        await put(message)
+                        await self._put(deliver, message)
             else:
                 while True:
                     message = await recv()
@@ -660,6 +668,36 @@ class Session:
             self._interrupt_requests()
         finally:
             queue.close(ConnectionClosed(None, None))
+
+    async def _put(self, inbox: Inbox[Data], message: Data) -> None:
+        """Put a received message into the inbox, waiting for room only while the connection lasts.
+
+        A session ended by a verdict (the transport aborted) must end even
+        when the application is not reading: once the connection is gone,
+        the message goes in over the limit, as what is left of it does after.
+        """
+        if inbox.offer(message):
+            return
+        room = asyncio.ensure_future(inbox.put(message))
+        lost = asyncio.ensure_future(self.transport.wait_closed())
+        put = False
+        try:
+            await asyncio.wait((room, lost), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if lost.done():
+                lost.exception()  # websockets' wait_closed() raises nothing, but never leave an error unseen
+            else:
+                lost.cancel()
+            if room.done():
+                put = True
+            else:
+                # Not resumed yet: cancelled, it appends nothing; awaited, so no task outlives the session.
+                room.cancel()
+                await asyncio.wait((room,))
+        if put:
+            room.result()
+        else:
+            inbox.push(message)
 
     async def _pump(self, deliver: Deliver) -> None:
         """Receive from a transport that pushes each message from its frame callback.

@@ -13,6 +13,8 @@ policy table is written in.
 from __future__ import annotations
 
 import asyncio
+import struct
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from ..config import ClientConfig, Data
     from ..stats import Stats
 
-__all__ = ["TRANSPORTS", "Direct", "Sink", "Transport", "TransportName", "open_transport"]
+__all__ = ["TRANSPORTS", "Direct", "Sink", "Transport", "TransportName", "open_transport", "unread_bytes"]
 
 TransportName: TypeAlias = Literal["websockets", "picows"]
 TRANSPORTS: tuple[TransportName, ...] = ("websockets", "picows")
@@ -136,11 +138,63 @@ class Transport(Protocol):
     def reading_paused(self) -> bool:
         """Whether reading is paused because the application is not consuming messages."""
 
+    @property
+    def reading_resumed(self) -> float:
+        """Loop time at which reading last resumed after a pause (0.0 if it never paused)."""
+
+    def unread(self) -> int | None:
+        """Bytes the peer sent that wait unread below the connection (see :func:`unread_bytes`)."""
+
     def write_backlog(self) -> int:
         """Bytes written by this side that the peer has not taken yet (waiting in the transport)."""
 
     def write_stalled(self, since: float, backlog: int) -> bool:
         """Whether writing stayed blocked since ``since`` with no byte of ``backlog`` taken by the peer."""
+
+
+if sys.platform != "win32":
+    import fcntl
+    import termios
+
+    def _kernel_unread(fd: int) -> int | None:
+        try:
+            count: int = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        except (OSError, ValueError):
+            return None
+        return count
+
+else:  # pragma: no cover - Windows has no FIONREAD for Python's sockets
+
+    def _kernel_unread(fd: int) -> int | None:
+        return None
+
+
+def unread_bytes(transport: asyncio.BaseTransport) -> int | None:
+    """Bytes received on ``transport``'s socket that nobody has read yet, or None where that cannot be told.
+
+    The kernel's receive queue (``FIONREAD``), plus, over TLS, what asyncio's
+    TLS layer holds undecrypted or unread. While reading is paused, a pong
+    can only be waiting there: with nothing there, everything the peer sent
+    has been read, and its silence is its own.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return None
+    try:
+        fd = sock.fileno()
+    except (OSError, ValueError):
+        return None
+    if fd < 0 or (count := _kernel_unread(fd)) is None:
+        return None
+    if transport.get_extra_info("ssl_object") is not None:
+        # asyncio's TLS layer reads ahead into its own buffers: counted when they can be seen, else unknown.
+        tls = getattr(transport, "_ssl_protocol", None)
+        incoming = getattr(tls, "_incoming", None)
+        sslobj = getattr(tls, "_sslobj", None)
+        if incoming is None or sslobj is None:
+            return None
+        count += int(incoming.pending) + int(sslobj.pending())
+    return count
 
 
 async def open_transport(

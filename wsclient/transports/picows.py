@@ -48,6 +48,7 @@ from websockets.http11 import Response
 
 from ..buffers import Inbox
 from ..redact import RedactingLogger
+from . import unread_bytes
 
 if TYPE_CHECKING:
     from ..config import ClientConfig, Data
@@ -118,6 +119,7 @@ class PicowsTransport(WSListener):
         "last_rx",
         "loop",
         "raw",
+        "reading_resumed",
         "recv",
         "send",
         "write",
@@ -135,6 +137,8 @@ class PicowsTransport(WSListener):
         self._write_paused = False
         self._drained: asyncio.Future[None] | None = None
         self._reading_paused = False
+        self.reading_resumed = 0.0
+        """Loop time at which reading last resumed after a pause (0.0 if it never paused)."""
         self.is_open = True
         """Whether the connection is open: neither closing nor closed (an attribute: the send path reads it twice)."""
         # Nothing more is delivered: the peer's close frame came, or this side failed the connection.
@@ -245,6 +249,11 @@ class PicowsTransport(WSListener):
 
     def reading_paused(self) -> bool:
         return self._reading_paused and not self._disconnected
+
+    def unread(self) -> int | None:
+        if self.raw is None:
+            return None
+        return unread_bytes(self.raw.underlying_transport)
 
     def write_backlog(self) -> int:
         if self.raw is None:
@@ -413,6 +422,7 @@ class PicowsTransport(WSListener):
     def _resume_reading(self) -> None:
         if self._reading_paused and not self._disconnected:
             self._reading_paused = False
+            self.reading_resumed = self.loop.time()
             assert self.raw is not None
             self.raw.underlying_transport.resume_reading()
 

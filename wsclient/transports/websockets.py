@@ -15,6 +15,7 @@ from websockets.protocol import State as ProtocolState
 from websockets.typing import Subprotocol
 
 from ..redact import RedactingLogger
+from . import unread_bytes
 
 if TYPE_CHECKING:
     from ..buffers import Inbox
@@ -33,18 +34,37 @@ class TrackedConnection(ClientConnection):
     It also enforces ``close_timeout`` after the server's close frame: websockets
     sets that deadline but only a later ``send()`` or ``close()`` acts on it, so a
     server that closes with 1000 and keeps TCP open would leave ``recv()`` waiting forever.
+    And after the peer's EOF: websockets then closes the transport, which waits
+    until the write buffer is flushed, so a peer that half-closed while it no
+    longer reads would hold a waiting ``send()`` (and the session, no longer
+    open, ignores the heartbeat's verdicts) until it reads again.
     """
 
     last_rx: float = 0.0
     last_drain: float = 0.0
     paused_at: float = 0.0
+    reading_resumed: float = 0.0
     _close_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # websockets pauses reading while its queue of frames is full: note when it reads again.
+        self.recv_messages.resume = self._resume_reading
+
+    def _resume_reading(self) -> None:
+        self.reading_resumed = self.loop.time()
+        self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = self.loop.time()
         super().data_received(data)
         if self.close_deadline is not None and self._close_timer is None:
             self._close_timer = self.loop.call_at(self.close_deadline, self.transport.abort)
+
+    def eof_received(self) -> None:
+        super().eof_received()
+        if self._close_timer is None and self.close_timeout is not None:
+            self._close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._close_timer is not None:
@@ -105,6 +125,10 @@ class WebsocketsTransport:
         return self.raw.last_drain
 
     @property
+    def reading_resumed(self) -> float:
+        return self.raw.reading_resumed
+
+    @property
     def subprotocol(self) -> str | None:
         return self.raw.subprotocol
 
@@ -160,6 +184,9 @@ class WebsocketsTransport:
     def reading_paused(self) -> bool:
         transport = self.raw.transport
         return not transport.is_closing() and not transport.is_reading()
+
+    def unread(self) -> int | None:
+        return unread_bytes(self.raw.transport)
 
     def write_backlog(self) -> int:
         return self.raw.transport.get_write_buffer_size()
