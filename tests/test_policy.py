@@ -14,6 +14,7 @@ from websockets.exceptions import (
     InvalidHeader,
     InvalidMessage,
     InvalidProxy,
+    InvalidProxyStatus,
     InvalidStatus,
     InvalidUpgrade,
     InvalidURI,
@@ -33,10 +34,12 @@ from wsclient import (
     FatalError,
     HandshakeError,
     HandshakeRejected,
+    ProxyRejected,
     Reconnect,
     SessionEnd,
 )
 from wsclient.policy import (
+    ProxyStatus,
     SessionDropped,
     callback_error,
     close_action,
@@ -52,6 +55,10 @@ R, S, F = Action.RECONNECT, Action.STOP, Action.FATAL
 
 def end(code: int, closed_by: ClosedBy = ClosedBy.SERVER, cause: Cause = Cause.CLOSED) -> SessionEnd:
     return SessionEnd(code=code, reason="why", closed_by=closed_by, cause=cause, duration=1.0)
+
+
+def proxy_status(code: int) -> InvalidProxyStatus:
+    return InvalidProxyStatus(Response(code, "reason", Headers()))
 
 
 def status(code: int, headers: dict[str, str] | None = None) -> InvalidStatus:
@@ -139,6 +146,12 @@ def cert_error() -> ssl.SSLCertVerificationError:
         (InvalidMessage("did not receive a valid HTTP response"), R),
         (ssl.SSLError(1, "tls handshake cut short"), R),
         (ProxyError("proxy rejected connection"), R),
+        (proxy_status(502), R),
+        (proxy_status(503), R),
+        (proxy_status(504), R),
+        (proxy_status(407), F),
+        (proxy_status(403), F),
+        (ProxyStatus(Response(407, "", Headers()), "http://p:1"), F),
         (status(500), R),
         (status(502), R),
         (status(503), R),
@@ -253,6 +266,13 @@ def test_to_fatal_translates_each_kind() -> None:
     other = to_fatal(NegotiationError("unsupported subprotocol: chat"))
     assert isinstance(other, HandshakeError)
     assert "subprotocol" in str(other)
+
+    proxy = to_fatal(ProxyStatus(Response(407, "", Headers({"Proxy-Authenticate": "Basic"})), "http://[redacted]@p:1"))
+    assert isinstance(proxy, ProxyRejected)
+    assert (proxy.status, proxy.proxy) == (407, "http://[redacted]@p:1")
+    assert proxy.headers["proxy-authenticate"] == "Basic"
+    assert "credentials in proxy=" in str(proxy)
+    assert isinstance(to_fatal(proxy_status(403)), ProxyRejected)
 
     same = FatalError("kept")
     assert to_fatal(same) is same

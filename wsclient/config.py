@@ -7,13 +7,14 @@ import importlib.util
 import inspect
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 from urllib.parse import urlsplit
 
 from .backoff import Backoff
 from .heartbeat import Heartbeat
 from .policy import Action, ClosePolicy, ErrorClassifier
+from .proxies import ProxySetting, check_proxy
 
 if TYPE_CHECKING:
     from .events import SessionEnd
@@ -132,6 +133,7 @@ class ClientConfig:
     text: bool = False
     decode: bool = True
     transport: str = "websockets"
+    proxy: ProxySetting = field(default=True, repr=False)
 
     def __post_init__(self) -> None:
         if self.ssl is not None and not isinstance(self.ssl, ssl_module.SSLContext):
@@ -168,6 +170,7 @@ class ClientConfig:
             raise ValueError(f"compression must be 'deflate' or None, got {self.compression!r}")
         if self.transport not in _TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(_TRANSPORTS)}, got {self.transport!r}")
+        check_proxy(self.proxy, self.transport)
         if self.transport == "picows":
             if self.compression is not None:
                 raise ValueError("compression='deflate' needs transport='websockets': picows has no permessage-deflate")

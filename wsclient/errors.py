@@ -22,6 +22,7 @@ __all__ = [
     "GaveUp",
     "HandshakeError",
     "HandshakeRejected",
+    "ProxyRejected",
     "Reconnect",
     "RequestInterrupted",
     "RequestTimeout",
@@ -79,6 +80,8 @@ class FatalCloseError(FatalError):
         self.reason = reason
         self.closed_by = closed_by
         detail = f": {reason}" if reason else ""
+        if code == 1009 and closed_by == "client":
+            detail += "; raise max_size to accept larger messages, or None for no limit"
         super().__init__(f"connection closed by the {closed_by} with code {code}{detail}")
 
 
@@ -93,6 +96,22 @@ class HandshakeRejected(FatalError):
         self.status = status
         self.headers: Headers = Headers(headers.raw_items() if isinstance(headers, Headers) else (headers or {}))
         super().__init__(f"server rejected the WebSocket handshake with HTTP {status}")
+
+
+class ProxyRejected(FatalError):
+    """The proxy refused to open the tunnel with an HTTP status that will not change (407, 403, ...).
+
+    ``proxy`` is the proxy's URL without its credentials; ``headers`` are its
+    response's headers (``Proxy-Authenticate`` says which scheme it wants).
+    A 502, 503 or 504 from the proxy is retried like a server's.
+    """
+
+    def __init__(self, status: int, proxy: str, headers: Mapping[str, str] | Headers | None = None) -> None:
+        self.status = status
+        self.proxy = proxy
+        self.headers: Headers = Headers(headers.raw_items() if isinstance(headers, Headers) else (headers or {}))
+        hint = ": check the credentials in proxy= (or in the proxy environment variables)" if status == 407 else ""
+        super().__init__(f"proxy {proxy} rejected the tunnel with HTTP {status}{hint}")
 
 
 class HandshakeError(FatalError):

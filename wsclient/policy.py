@@ -13,12 +13,14 @@ import math
 import ssl
 import time
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from websockets.exceptions import (
     ConnectionClosed,
     InvalidHandshake,
     InvalidMessage,
     InvalidProxy,
+    InvalidProxyStatus,
     InvalidStatus,
     InvalidURI,
     ProxyError,
@@ -31,10 +33,14 @@ from .errors import (
     FatalError,
     HandshakeError,
     HandshakeRejected,
+    ProxyRejected,
     Reconnect,
     RequestInterrupted,
 )
 from .events import Cause, ClosedBy, SessionEnd
+
+if TYPE_CHECKING:
+    from websockets.http11 import Response
 
 __all__ = [
     "Action",
@@ -42,6 +48,7 @@ __all__ = [
     "ErrorClassifier",
     "FATAL_CLOSE_CODES",
     "NORMAL_CLOSE_CODES",
+    "ProxyStatus",
     "RECONNECT_CLOSE_CODES",
     "RETRY_STATUSES",
     "SessionDropped",
@@ -88,6 +95,17 @@ RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
 """Handshake rejections that may pass on their own: timeout, rate limit, server errors."""
 
 TRY_AGAIN_LATER = 1013
+
+
+class ProxyStatus(InvalidProxyStatus):
+    """A proxy refused to open the tunnel with an HTTP status; ``proxy`` names it without its credentials."""
+
+    def __init__(self, response: Response, proxy: str) -> None:
+        super().__init__(response)
+        self.proxy = proxy
+
+    def __str__(self) -> str:
+        return f"proxy {self.proxy} rejected the tunnel with HTTP {self.response.status_code}"
 
 
 class SessionDropped(Exception):
@@ -145,7 +163,8 @@ def connect_action(exc: BaseException, classify: ErrorClassifier | None = None) 
             return action
     if isinstance(exc, FatalError):
         return Action.FATAL
-    if isinstance(exc, InvalidStatus):
+    if isinstance(exc, InvalidStatus | InvalidProxyStatus):
+        # A proxy's 407 is as fatal as a server's 401; its 502/503/504 pass like a server's.
         return Action.RECONNECT if exc.response.status_code in RETRY_STATUSES else Action.FATAL
     for error_class, action in _CONNECT_ERROR_RULES:
         if isinstance(exc, error_class):
@@ -210,6 +229,8 @@ def to_fatal(exc: BaseException) -> FatalError:
         return FatalCloseError(end.code, end.reason, end.closed_by.value)
     if isinstance(exc, InvalidStatus):
         return HandshakeRejected(exc.response.status_code, exc.response.headers)
+    if isinstance(exc, InvalidProxyStatus):
+        return ProxyRejected(exc.response.status_code, getattr(exc, "proxy", "(unknown)"), exc.response.headers)
     if isinstance(exc, ssl.SSLCertVerificationError):
         return CertificateError(f"server certificate not trusted: {exc.verify_message or exc}")
     return HandshakeError(f"{type(exc).__name__}: {exc}")

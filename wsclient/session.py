@@ -27,7 +27,7 @@ from .events import Cause, ClosedBy, SessionEnd
 from .heartbeat import HeartbeatTimer, IdleTimer, Watch
 from .replies import Request, Requests
 from .stats import Stats
-from .transports import Direct, Transport
+from .transports import Direct, Transport, over_max_size
 
 __all__ = ["Handler", "Session", "count_write", "end_from_close", "to_payload"]
 
@@ -65,12 +65,16 @@ def count_write(stats: Stats, written: bool) -> None:
         stats.sends_interrupted += 1
 
 
-def end_from_close(exc: ConnectionClosed, cause: Cause | None, duration: float) -> SessionEnd:
+def end_from_close(
+    exc: ConnectionClosed, cause: Cause | None, duration: float, max_size: int | None = None
+) -> SessionEnd:
     """Turn websockets' account of a closed connection into a :class:`SessionEnd`.
 
     When this side failed the connection (a message over ``max_size`` gives
     1009), websockets reports 1006 as ``code`` but keeps the real code in
     ``exc.sent``: the code that matters is the first close frame, either way.
+    A 1009 of this side's reads the same on both transports, naming ``max_size``
+    (each library words its own check differently).
     """
     rcvd, sent = exc.rcvd, exc.sent
     if rcvd is not None and (sent is None or exc.rcvd_then_sent):
@@ -81,6 +85,8 @@ def end_from_close(exc: ConnectionClosed, cause: Cause | None, duration: float) 
         code, reason, closed_by = ABNORMAL_CLOSURE, "", ClosedBy.NOBODY
     if cause is None:
         cause = Cause.CONNECTION_LOST if closed_by is ClosedBy.NOBODY else Cause.CLOSED
+    if code == MESSAGE_TOO_BIG and closed_by is ClosedBy.CLIENT and max_size is not None:
+        reason = over_max_size(max_size)
     return SessionEnd(code, reason, closed_by, cause, duration)
 
 
@@ -294,7 +300,7 @@ class Session:
             while True:
                 message = await recv()
                 if compressed and too_big(message, limit):  # type: ignore[arg-type]
-                    await transport.close(MESSAGE_TOO_BIG, f"message over max_size ({limit} bytes)")
+                    await transport.close(MESSAGE_TOO_BIG, over_max_size(limit))  # type: ignore[arg-type]
                     continue
                 if requests.pending and requests.resolve(message, self):
                     continue
@@ -546,7 +552,7 @@ class Session:
                 while True:
                     message = await recv()
                     if compressed and too_big(message, limit):  # type: ignore[arg-type]
-                        await transport.close(MESSAGE_TOO_BIG, f"message over max_size ({limit} bytes)")
+                        await transport.close(MESSAGE_TOO_BIG, over_max_size(limit))  # type: ignore[arg-type]
                         continue
                     if pending and resolve(message, self):
                         continue
@@ -557,7 +563,7 @@ class Session:
                 while True:
                     message = await recv()
                     if too_big(message, limit):
-                        await transport.close(MESSAGE_TOO_BIG, f"message over max_size ({limit} bytes)")
+                        await transport.close(MESSAGE_TOO_BIG, over_max_size(limit))
                         continue
                     stats.messages_in += 1
                     await put(message)
@@ -668,11 +674,12 @@ class Session:
 
     def end_now(self) -> SessionEnd:
         """How the session ended, from what is known at once (it is being cancelled; nothing is awaited)."""
-        return end_from_close(self.transport.end_record(), self._cause, self.transport.loop.time() - self.started)
+        duration = self.transport.loop.time() - self.started
+        return end_from_close(self.transport.end_record(), self._cause, duration, self._config.max_size)
 
     async def _ended(self) -> SessionEnd:
         transport = self.transport
         await transport.wait_closed()
         self.ready = False
         duration = transport.loop.time() - self.started
-        return end_from_close(transport.end_record(), self._cause, duration)
+        return end_from_close(transport.end_record(), self._cause, duration, self._config.max_size)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -31,12 +32,23 @@ from picows import (
     WSTransport,
     ws_connect,
 )
+from python_socks import ProxyConnectionError, ProxyTimeoutError
+from python_socks import ProxyError as SocksError
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidStatus, InvalidURI
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidMessage,
+    InvalidProxyStatus,
+    InvalidStatus,
+    InvalidURI,
+    ProxyError,
+)
 from websockets.frames import Close
 from websockets.http11 import Response
 
 from ..buffers import Inbox
+from . import over_max_size
 
 if TYPE_CHECKING:
     from ..config import ClientConfig, Data
@@ -454,7 +466,7 @@ class PicowsTransport(WSListener):
             self._plain_limit = -1
         self._parts_size += frame.payload_size
         if self._parts_size > self._limit:
-            self._fail(1009, f"message over max_size ({self._limit} bytes)")
+            self._fail(1009, over_max_size(self._limit))
             return
         self._parts.append(frame.get_payload_as_bytes())
         if not frame.fin:
@@ -516,6 +528,29 @@ def _handshake_error(exc: WSHandshakeError) -> Exception:
     return InvalidHandshake(str(exc))
 
 
+_PROXY_STATUS = re.compile(r"rejected connection with status (\d{3})")
+
+
+def _picows_proxy(proxy: str | None) -> str | None:
+    """``proxy`` as picows spells it: python-socks resolves names through any SOCKS5 proxy, as ``socks5h`` says."""
+    if proxy is not None and proxy.startswith("socks5h://"):
+        return "socks5://" + proxy[len("socks5h://") :]
+    return proxy
+
+
+def _proxy_error(exc: Exception) -> Exception:
+    """python-socks' proxy failure in websockets' terms: an HTTP proxy's status, a refusal, or a proxy error."""
+    if isinstance(exc, OSError | TimeoutError):
+        # ProxyConnectionError and ProxyTimeoutError: the proxy could not be reached, retried like a server.
+        return exc
+    status = _PROXY_STATUS.search(str(exc))
+    if status is not None:
+        return InvalidProxyStatus(Response(int(status[1]), "", Headers()))
+    error = ProxyError("failed to connect to the proxy")
+    error.__cause__ = exc
+    return error
+
+
 def _drop_late(connecting: asyncio.Future[tuple[WSTransport, Any]]) -> None:
     """A handshake whose caller was cancelled finished on its own: close what it opened."""
     if connecting.cancelled() or connecting.exception() is not None:
@@ -524,7 +559,7 @@ def _drop_late(connecting: asyncio.Future[tuple[WSTransport, Any]]) -> None:
 
 
 async def connect_picows(
-    config: ClientConfig, url: str, headers: Mapping[str, str] | None, ssl: Any
+    config: ClientConfig, url: str, headers: Mapping[str, str] | None, ssl: Any, proxy: str | None = None
 ) -> PicowsTransport:
     """Open the TCP connection and run the opening handshake within ``open_timeout``, picows' keepalive off.
 
@@ -551,6 +586,7 @@ async def connect_picows(
                 # picows keeps its read buffer for the connection's life and doubles it as messages need:
                 # 2 KiB instead of 16 KiB saves 14 KiB per idle connection, at no measured cost in throughput.
                 read_buffer_init_size=2048,
+                proxy=_picows_proxy(proxy),
             )
             return result
 
@@ -564,6 +600,8 @@ async def connect_picows(
         raise InvalidURI(url, str(exc)) from exc
     except WSHandshakeError as exc:
         raise _handshake_error(exc) from exc
+    except (SocksError, ProxyConnectionError, ProxyTimeoutError) as exc:
+        raise _proxy_error(exc) from exc
     if not isinstance(listener, PicowsTransport):
         # The server hung up before its response was complete.
         raw.disconnect(graceful=False)
