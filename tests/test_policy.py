@@ -44,6 +44,7 @@ from wsclient.policy import (
     callback_error,
     close_action,
     connect_action,
+    connect_hint,
     hook_action,
     parse_retry_after,
     retry_delay_hint,
@@ -317,3 +318,27 @@ def test_parse_retry_after(value: str | None, expected: float | None) -> None:
 )
 def test_retry_delay_hint(exc: BaseException | None, expected: float) -> None:
     assert retry_delay_hint(exc, overload_delay=5.0, cap=60.0) == expected
+
+
+@pytest.mark.parametrize(
+    ("exc", "action", "words"),
+    [
+        (socket.gaierror(-2, "Name or service not known"), R, "host name 'feed.example' could not be resolved"),
+        (ConnectionRefusedError(111, "refused"), R, "nothing accepts connections at feed.example:443"),
+        (TimeoutError(), R, "within open_timeout"),
+        (ProxyError("failed to connect to SOCKS proxy"), R, "proxy failed"),
+        (proxy_status(407), F, "proxy failed"),
+        (status(403), F, "HTTP 403"),
+        (cert_error(), F, "ssl="),
+        (ValueError("other"), F, "attempt failed"),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else str(value),
+)
+def test_connect_hint_names_the_cause_and_the_setting(exc: BaseException, action: Action, words: str) -> None:
+    hint = connect_hint(exc, action, "wss://feed.example/ws")
+    assert words in hint
+    if action is R:
+        assert hint.endswith("retried with backoff; max_attempts= or max_outage= makes the client give up")
+    else:
+        assert hint.endswith("not retried")
+    assert connect_hint(exc, Action.STOP, "wss://feed.example/ws") == hint.split("; ")[0]

@@ -95,7 +95,17 @@ class HandshakeRejected(FatalError):
     def __init__(self, status: int, headers: Mapping[str, str] | Headers | None = None) -> None:
         self.status = status
         self.headers: Headers = Headers(headers.raw_items() if isinstance(headers, Headers) else (headers or {}))
-        super().__init__(f"server rejected the WebSocket handshake with HTTP {status}")
+        hint = _REJECTION_HINTS.get(status, "")
+        super().__init__(f"server rejected the WebSocket handshake with HTTP {status}{hint}")
+
+
+_REJECTION_HINTS = {
+    400: ": check the url, headers= and subprotocols=",
+    401: ": check the credentials in headers= (or the url's user:password)",
+    403: ": check the credentials in headers= and the Origin the server expects",
+    404: ": check the path of the url",
+    426: ": the server wants another protocol version or TLS (wss://)",
+}
 
 
 class ProxyRejected(FatalError):
@@ -151,10 +161,14 @@ class GaveUp(WsClientError):
     The last error is chained as ``__cause__``.
     """
 
-    def __init__(self, attempts: int, elapsed: float) -> None:
+    def __init__(self, attempts: int, elapsed: float, limit: str = "", last_error: str = "") -> None:
         self.attempts = attempts
         self.elapsed = elapsed
-        super().__init__(f"gave up after {attempts} attempt(s) in {elapsed:.1f}s")
+        self.limit = limit
+        """The setting that was reached, as ``"max_attempts=5"`` or ``"max_outage=60"``."""
+        reached = f" ({limit} reached)" if limit else ""
+        last = f"; last error: {last_error}" if last_error else ""
+        super().__init__(f"gave up after {attempts} attempt(s) in {elapsed:.1f}s{reached}{last}")
 
 
 class ClientClosed(WsClientError):

@@ -10,10 +10,12 @@ from __future__ import annotations
 import email.utils
 import enum
 import math
+import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from websockets.exceptions import (
     ConnectionClosed,
@@ -55,6 +57,7 @@ __all__ = [
     "callback_error",
     "close_action",
     "connect_action",
+    "connect_hint",
     "hook_action",
     "parse_retry_after",
     "retry_delay_hint",
@@ -186,6 +189,38 @@ _CONNECT_ERROR_RULES: tuple[tuple[type[BaseException], Action], ...] = (
     (TimeoutError, Action.RECONNECT),
     (EOFError, Action.RECONNECT),
 )
+
+
+_RETRIED = "retried with backoff; max_attempts= or max_outage= makes the client give up"
+
+
+def connect_hint(exc: BaseException, action: Action, url: str) -> str:
+    """What a failed connection attempt means and what to change, for the ``connect_failed`` event.
+
+    A mistyped host name is retried like a network outage (DNS may be down
+    for a moment); the hint says so and names the settings that stop it.
+    """
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "wss" else 80)
+    if isinstance(exc, socket.gaierror):
+        what = f"the host name {host!r} could not be resolved (check the url, or DNS)"
+    elif isinstance(exc, ConnectionRefusedError):
+        what = f"nothing accepts connections at {host}:{port} (is the server up, the port right?)"
+    elif isinstance(exc, ProxyError | InvalidProxyStatus) or type(exc).__module__.startswith("python_socks"):
+        what = "the proxy failed (check proxy= or the proxy environment variables)"
+    elif isinstance(exc, TimeoutError):
+        what = "no complete handshake within open_timeout"
+    elif isinstance(exc, InvalidStatus):
+        what = f"the server answered the handshake with HTTP {exc.response.status_code}"
+    elif isinstance(exc, ssl.SSLCertVerificationError):
+        what = "the server's certificate is not trusted: pass ssl= a context that trusts its CA"
+    else:
+        what = "the connection attempt failed"
+    if action is Action.RECONNECT:
+        return f"{what}; {_RETRIED}"
+    if action is Action.FATAL:
+        return f"{what}; not retried"
+    return what
 
 
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (

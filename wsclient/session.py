@@ -27,7 +27,7 @@ from .events import Cause, ClosedBy, SessionEnd
 from .heartbeat import HeartbeatTimer, IdleTimer, Watch
 from .replies import Request, Requests
 from .stats import Stats
-from .transports import Direct, Transport, over_max_size
+from .transports import NOT_UTF8, Direct, Transport, over_max_size
 
 __all__ = ["Handler", "Session", "count_write", "end_from_close", "to_payload"]
 
@@ -85,9 +85,13 @@ def end_from_close(
         code, reason, closed_by = ABNORMAL_CLOSURE, "", ClosedBy.NOBODY
     if cause is None:
         cause = Cause.CONNECTION_LOST if closed_by is ClosedBy.NOBODY else Cause.CLOSED
-    if code == MESSAGE_TOO_BIG and closed_by is ClosedBy.CLIENT and max_size is not None:
-        reason = over_max_size(max_size)
-    return SessionEnd(code, reason, closed_by, cause, duration)
+    if closed_by is ClosedBy.CLIENT:
+        # This side's failures read the same on both transports (each library words its own checks).
+        if code == MESSAGE_TOO_BIG and max_size is not None:
+            reason = over_max_size(max_size)
+        elif code == INVALID_DATA and reason not in NOT_UTF8:
+            reason = NOT_UTF8[1]
+    return SessionEnd(int(code), reason, closed_by, cause, duration)
 
 
 class Handler:
@@ -306,7 +310,7 @@ class Session:
                     continue
                 held.offer(message)
         except UnicodeDecodeError:
-            await transport.close(INVALID_DATA, "binary message is not UTF-8 text")
+            await transport.close(INVALID_DATA, NOT_UTF8[0])
             held.close(transport.end_record())
         except ConnectionClosed as exc:
             self._interrupt_requests()
@@ -581,7 +585,7 @@ class Session:
                     await deliver(message)
         except UnicodeDecodeError:
             # text=True and a binary message that is not UTF-8: the feed broke its contract.
-            await transport.close(INVALID_DATA, "binary message is not UTF-8 text")
+            await transport.close(INVALID_DATA, NOT_UTF8[0])
         except ConnectionClosed:
             pass
         self._interrupt_requests()

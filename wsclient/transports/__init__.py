@@ -28,13 +28,17 @@ if TYPE_CHECKING:
     from ..config import ClientConfig, Data
     from ..stats import Stats
 
-__all__ = ["TRANSPORTS", "Direct", "Sink", "Transport", "TransportName", "open_transport", "over_max_size"]
+__all__ = ["NOT_UTF8", "TRANSPORTS", "Direct", "Sink", "Transport", "TransportName", "open_transport", "over_max_size"]
 
 TransportName: TypeAlias = Literal["websockets", "picows"]
 TRANSPORTS: tuple[TransportName, ...] = ("websockets", "picows")
 
 Sink: TypeAlias = "Callable[[Data], bool]"
 """Takes one received message without waiting, even over its limit; False once full (the transport pauses reading)."""
+
+
+NOT_UTF8 = ("binary message is not UTF-8 text", "invalid UTF-8 in a text message")
+"""The reasons of the 1007 this side sends: with ``text=True`` for a binary message, and for a text message."""
 
 
 def over_max_size(max_size: int) -> str:

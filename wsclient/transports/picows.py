@@ -48,7 +48,7 @@ from websockets.frames import Close
 from websockets.http11 import Response
 
 from ..buffers import Inbox
-from . import over_max_size
+from . import NOT_UTF8, over_max_size
 
 if TYPE_CHECKING:
     from ..config import ClientConfig, Data
@@ -65,7 +65,6 @@ _PONG = WSMsgType.PONG
 _NO_STATUS = 1005
 _ABNORMAL = 1006
 _NO_LIMIT = 2**62
-_NOT_UTF8 = ("binary message is not UTF-8 text", "invalid UTF-8 in a text message")
 # Loop time, read without a method call: asyncio's default loop.time() is time.monotonic().
 _now = time.monotonic
 
@@ -239,8 +238,9 @@ class PicowsTransport(WSListener):
             return ConnectionClosed(None, None)
         rcvd, sent = handshake.recv, handshake.sent
         return ConnectionClosed(
-            None if rcvd is None else Close(int(rcvd.code.value) or _NO_STATUS, rcvd.reason),
-            None if sent is None else Close(int(sent.code.value) or _NO_STATUS, sent.reason),
+            # picows gives no reason (None) for a close frame without a code; websockets gives "".
+            None if rcvd is None else Close(int(rcvd.code.value) or _NO_STATUS, rcvd.reason or ""),
+            None if sent is None else Close(int(sent.code.value) or _NO_STATUS, sent.reason or ""),
             None if rcvd is None or sent is None else bool(handshake.recv_then_sent),
         )
 
@@ -366,7 +366,7 @@ class PicowsTransport(WSListener):
     def _rare(self, frame: WSFrame, invalid: int = 0) -> None:
         """A frame off the fast path: a control frame, a fragment, a message over the limit, invalid text."""
         if invalid:
-            self._fail(invalid, _NOT_UTF8[frame.msg_type is _TEXT])
+            self._fail(invalid, NOT_UTF8[frame.msg_type is _TEXT])
         elif frame.fin and frame.payload_size <= self._plain_limit:
             self._control(frame)
         else:
@@ -479,7 +479,7 @@ class PicowsTransport(WSListener):
             try:
                 message = data.decode()
             except UnicodeDecodeError:
-                self._fail(1007, _NOT_UTF8[kind is _TEXT])
+                self._fail(1007, NOT_UTF8[kind is _TEXT])
                 return
         if (stats := self._stats) is not None:
             stats.messages_in += 1
