@@ -163,3 +163,20 @@ async def test_every_close_kind_is_observed_alike(name: str) -> None:
         if websockets_view.get(key) != picows_view.get(key) and f"{name}: {key}" not in KNOWN_DIFFERENCES
     }
     assert not differences, f"{name}: websockets and picows differ: {differences}"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_connected_names_a_subprotocol_only_when_one_was_chosen(
+    transport: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="wsclient")
+    async with FlakyServer() as server:
+        async with wsclient.Client(server.url, transport=transport, **fast()):  # type: ignore[arg-type]
+            pass
+        with capture_logs() as events:
+            async with wsclient.Client(server.url, transport=transport, **fast()):  # type: ignore[arg-type]
+                pass
+    connected = next(e for e in events if e["event"] == "connected")
+    assert "subprotocol" not in connected
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("connected"))
+    assert "subprotocol" not in line

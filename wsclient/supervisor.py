@@ -396,7 +396,9 @@ class Supervisor:
         self._set_state(State.OPEN)
         self._open = True
         self._opening.wake_all()
-        self._log.info("connected", session_id=session.id, subprotocol=session.subprotocol, sessions=stats.sessions)
+        # The subprotocol only when one was chosen: stdlib's logfmt line and structlog render None differently.
+        chosen = {} if session.subprotocol is None else {"subprotocol": session.subprotocol}
+        self._log.info("connected", session_id=session.id, sessions=stats.sessions, **chosen)
 
     def _mark_down(self) -> None:
         """Note when the client last had no open session, for ``max_outage`` and ``stats.down_since``."""
