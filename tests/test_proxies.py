@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 
@@ -11,6 +12,7 @@ from proxy_servers import HttpConnectProxy, Socks5Proxy
 from structlog.testing import capture_logs
 
 import wsclient
+import wsclient.sync
 from wsclient.proxies import check_proxy, proxy_for_url, proxy_from_environment, redact_proxy
 from wsclient.testing import FaultProxy, FlakyServer
 
@@ -316,3 +318,15 @@ async def test_proxy_credentials_reach_no_log(
             await client.wait_open(timeout=5)
     logged = repr(events) + "".join(record.getMessage() + repr(record.args) for record in debug_records)
     assert SECRET not in logged
+
+
+async def test_the_sync_client_takes_the_same_proxy(server: FlakyServer, transport: str) -> None:
+    async with HttpConnectProxy(credentials=(USER, SECRET)) as relay:
+
+        def use() -> str | bytes:
+            with wsclient.sync.Client(server.url, proxy=proxy_url(relay), **fast()) as client:
+                client.send("sync")
+                return client.recv(timeout=5)
+
+        assert await asyncio.to_thread(use) == "sync"
+    assert relay.tunnels == 1
