@@ -38,7 +38,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-BOTH_TRANSPORTS = {"test_client_policy.py", "test_exit_paths.py", "test_soak.py", "test_transports.py"}
+BOTH_TRANSPORTS = {
+    "test_client_policy.py",
+    "test_exit_paths.py",
+    "test_proxies.py",
+    "test_soak.py",
+    "test_transports.py",
+}
 """Test files whose every test runs on each transport: the policy, the exit paths and the chaos soak."""
 
 

@@ -336,3 +336,27 @@ async def test_close_1013_lengthens_the_next_delay(server: FlakyServer) -> None:
             await server.wait_for_connections(2)
             await client.wait_open(timeout=5)
     assert [e["delay"] for e in events if e["event"] == "retrying"] == [0.021]
+
+
+async def test_a_host_that_does_not_resolve_is_named_with_the_settings_that_stop_it(transport: str) -> None:
+    client = wsclient.Client("ws://no-such-host.invalid:9/", max_attempts=2, **fast())
+    with capture_logs() as events, pytest.raises(wsclient.GaveUp) as caught:
+        async with asyncio.timeout(10), client:
+            pass
+    hints = [e["hint"] for e in events if e["event"] == "connect_failed"]
+    assert len(hints) == 2
+    assert all("'no-such-host.invalid' could not be resolved" in hint for hint in hints)
+    assert all("max_attempts= or max_outage=" in hint for hint in hints)
+    assert caught.value.limit == "max_attempts=2"
+    assert "(max_attempts=2 reached)" in str(caught.value)
+    assert "gaierror" in str(caught.value)
+    gave_up = next(e for e in events if e["event"] == "gave_up")
+    assert gave_up["limit"] == "max_attempts=2"
+
+
+async def test_giving_up_on_max_outage_names_it(transport: str) -> None:
+    client = wsclient.Client("ws://127.0.0.1:9/", max_outage=0.05, **fast())
+    with pytest.raises(wsclient.GaveUp, match=r"\(max_outage=0.05 reached\)") as caught:
+        async with asyncio.timeout(10), client:
+            pass
+    assert caught.value.limit == "max_outage=0.05"

@@ -14,6 +14,7 @@ from websockets.exceptions import (
     InvalidHeader,
     InvalidMessage,
     InvalidProxy,
+    InvalidProxyStatus,
     InvalidStatus,
     InvalidUpgrade,
     InvalidURI,
@@ -33,14 +34,17 @@ from wsclient import (
     FatalError,
     HandshakeError,
     HandshakeRejected,
+    ProxyRejected,
     Reconnect,
     SessionEnd,
 )
 from wsclient.policy import (
+    ProxyStatus,
     SessionDropped,
     callback_error,
     close_action,
     connect_action,
+    connect_hint,
     hook_action,
     parse_retry_after,
     retry_delay_hint,
@@ -52,6 +56,10 @@ R, S, F = Action.RECONNECT, Action.STOP, Action.FATAL
 
 def end(code: int, closed_by: ClosedBy = ClosedBy.SERVER, cause: Cause = Cause.CLOSED) -> SessionEnd:
     return SessionEnd(code=code, reason="why", closed_by=closed_by, cause=cause, duration=1.0)
+
+
+def proxy_status(code: int) -> InvalidProxyStatus:
+    return InvalidProxyStatus(Response(code, "reason", Headers()))
 
 
 def status(code: int, headers: dict[str, str] | None = None) -> InvalidStatus:
@@ -139,6 +147,12 @@ def cert_error() -> ssl.SSLCertVerificationError:
         (InvalidMessage("did not receive a valid HTTP response"), R),
         (ssl.SSLError(1, "tls handshake cut short"), R),
         (ProxyError("proxy rejected connection"), R),
+        (proxy_status(502), R),
+        (proxy_status(503), R),
+        (proxy_status(504), R),
+        (proxy_status(407), F),
+        (proxy_status(403), F),
+        (ProxyStatus(Response(407, "", Headers()), "http://p:1"), F),
         (status(500), R),
         (status(502), R),
         (status(503), R),
@@ -254,6 +268,13 @@ def test_to_fatal_translates_each_kind() -> None:
     assert isinstance(other, HandshakeError)
     assert "subprotocol" in str(other)
 
+    proxy = to_fatal(ProxyStatus(Response(407, "", Headers({"Proxy-Authenticate": "Basic"})), "http://[redacted]@p:1"))
+    assert isinstance(proxy, ProxyRejected)
+    assert (proxy.status, proxy.proxy) == (407, "http://[redacted]@p:1")
+    assert proxy.headers["proxy-authenticate"] == "Basic"
+    assert "credentials in proxy=" in str(proxy)
+    assert isinstance(to_fatal(proxy_status(403)), ProxyRejected)
+
     same = FatalError("kept")
     assert to_fatal(same) is same
 
@@ -297,3 +318,27 @@ def test_parse_retry_after(value: str | None, expected: float | None) -> None:
 )
 def test_retry_delay_hint(exc: BaseException | None, expected: float) -> None:
     assert retry_delay_hint(exc, overload_delay=5.0, cap=60.0) == expected
+
+
+@pytest.mark.parametrize(
+    ("exc", "action", "words"),
+    [
+        (socket.gaierror(-2, "Name or service not known"), R, "host name 'feed.example' could not be resolved"),
+        (ConnectionRefusedError(111, "refused"), R, "nothing accepts connections at feed.example:443"),
+        (TimeoutError(), R, "within open_timeout"),
+        (ProxyError("failed to connect to SOCKS proxy"), R, "proxy failed"),
+        (proxy_status(407), F, "proxy failed"),
+        (status(403), F, "HTTP 403"),
+        (cert_error(), F, "ssl="),
+        (ValueError("other"), F, "attempt failed"),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else str(value),
+)
+def test_connect_hint_names_the_cause_and_the_setting(exc: BaseException, action: Action, words: str) -> None:
+    hint = connect_hint(exc, action, "wss://feed.example/ws")
+    assert words in hint
+    if action is R:
+        assert hint.endswith("retried with backoff; max_attempts= or max_outage= makes the client give up")
+    else:
+        assert hint.endswith("not retried")
+    assert connect_hint(exc, Action.STOP, "wss://feed.example/ws") == hint.split("; ")[0]

@@ -6,12 +6,13 @@ Every test here runs on each transport (``BOTH_TRANSPORTS`` in the conftest).
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 
 import pytest
 import trustme
 from helpers import fast, until
-from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import ServerConnection, serve
 from websockets.frames import Frame, Opcode
 
 import wsclient
@@ -54,6 +55,35 @@ async def test_max_size_applies_to_the_whole_fragmented_message(transport: str) 
                 await client.recv()
     assert (caught.value.code, caught.value.closed_by) == (1009, "client")
     assert server.accepted == 1
+
+
+@pytest.mark.parametrize("server_compression", ["deflate", None])
+@pytest.mark.parametrize("kind", ["text", "incompressible"])
+async def test_max_size_is_exact_whatever_was_negotiated(
+    transport: str, server_compression: str | None, kind: str
+) -> None:
+    limit = 4096
+
+    def message(size: int) -> str | bytes:
+        return "x" * size if kind == "text" else os.urandom(size)
+
+    async def exact_then_one_more(connection: ServerConnection) -> None:
+        await connection.send(message(limit))
+        await connection.send(message(limit + 1))
+        await connection.wait_closed()
+
+    async with serve(exact_then_one_more, "127.0.0.1", 0, compression=server_compression) as ws_server:
+        port = next(iter(ws_server.sockets)).getsockname()[1]
+        client = wsclient.Client(f"ws://127.0.0.1:{port}", max_size=limit, **fast())
+        async with asyncio.timeout(BOUND), client:
+            assert len(await client.recv()) == limit
+            with pytest.raises(wsclient.FatalCloseError) as caught:
+                await client.recv()
+    assert (caught.value.code, caught.value.closed_by) == (1009, "client")
+    assert caught.value.reason == f"message over max_size ({limit} bytes)"
+    assert f"max_size ({limit} bytes)" in str(caught.value)
+    assert "raise max_size" in str(caught.value)
+    assert client.stats.last_close_reason == caught.value.reason
 
 
 async def test_a_rejected_handshake_keeps_its_status_and_headers(server: FlakyServer, transport: str) -> None:

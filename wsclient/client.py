@@ -32,6 +32,7 @@ from .events import Cause, State, check_transition
 from .heartbeat import Heartbeat
 from .logs import describe_error, get_logger, redact_url
 from .policy import ErrorClassifier
+from .proxies import ProxySetting
 from .replies import ReplyKey, Request, Requests
 from .session import Handler, Session, count_write, to_payload
 from .stats import Stats
@@ -77,6 +78,7 @@ class Options(TypedDict, total=False):
     max_size: int | None
     max_queue: int
     transport: Literal["websockets", "picows"]
+    proxy: ProxySetting
 
 
 class Client(Generic[M]):
@@ -158,6 +160,7 @@ class Client(Generic[M]):
         max_size: int | None = 2**20,
         max_queue: int = 16,
         transport: Literal["websockets", "picows"] = "websockets",
+        proxy: ProxySetting = True,
     ) -> None:
         if compression is _DEFAULT_COMPRESSION:
             # picows has no permessage-deflate: its default is no compression, and asking for it is an error.
@@ -190,6 +193,7 @@ class Client(Generic[M]):
             text=text,
             decode=decode,
             transport=transport,
+            proxy=proxy,
         )
         self.stats = Stats()
         self._state = State.IDLE

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from .backoff import Backoff
 from .heartbeat import Heartbeat
 from .policy import Action, ClosePolicy, ErrorClassifier
+from .proxies import ProxySetting, check_proxy, redact_proxy
 from .redact import redact_headers, redact_url
 from .wire import check_headers, check_subprotocols, check_url, handshake_target
 
@@ -125,6 +126,7 @@ class ClientConfig:
     text: bool = False
     decode: bool = True
     transport: str = "websockets"
+    proxy: ProxySetting = True
 
     def __post_init__(self) -> None:
         if self.ssl is not None and not isinstance(self.ssl, ssl_module.SSLContext):
@@ -161,6 +163,7 @@ class ClientConfig:
             raise ValueError(f"compression must be 'deflate' or None, got {self.compression!r}")
         if self.transport not in _TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(_TRANSPORTS)}, got {self.transport!r}")
+        check_proxy(self.proxy, self.transport)
         if self.transport == "picows":
             if self.compression is not None:
                 raise ValueError("compression='deflate' needs transport='websockets': picows has no permessage-deflate")
@@ -208,5 +211,7 @@ class ClientConfig:
                 value = redact_url(value)
             elif name == "headers" and isinstance(value, Mapping):
                 value = redact_headers(value)
+            elif name == "proxy" and isinstance(value, str):
+                value = redact_proxy(value)
             fields.append(f"{name}={value!r}")
         return f"ClientConfig({', '.join(fields)})"

@@ -24,6 +24,7 @@ __all__ = [
     "GaveUp",
     "HandshakeError",
     "HandshakeRejected",
+    "ProxyRejected",
     "Reconnect",
     "RequestInterrupted",
     "RequestTimeout",
@@ -81,6 +82,8 @@ class FatalCloseError(FatalError):
         self.reason = reason
         self.closed_by = closed_by
         detail = f": {reason}" if reason else ""
+        if code == 1009 and closed_by == "client":
+            detail += "; raise max_size to accept larger messages, or None for no limit"
         super().__init__(f"connection closed by the {closed_by} with code {code}{detail}")
 
 
@@ -94,7 +97,33 @@ class HandshakeRejected(FatalError):
     def __init__(self, status: int, headers: Mapping[str, str] | Headers | None = None) -> None:
         self.status = status
         self.headers: Headers = Headers(headers.raw_items() if isinstance(headers, Headers) else (headers or {}))
-        super().__init__(f"server rejected the WebSocket handshake with HTTP {status}")
+        hint = _REJECTION_HINTS.get(status, "")
+        super().__init__(f"server rejected the WebSocket handshake with HTTP {status}{hint}")
+
+
+_REJECTION_HINTS = {
+    400: ": check the url, headers= and subprotocols=",
+    401: ": check the credentials in headers= (or the url's user:password)",
+    403: ": check the credentials in headers= and the Origin the server expects",
+    404: ": check the path of the url",
+    426: ": the server wants another protocol version or TLS (wss://)",
+}
+
+
+class ProxyRejected(FatalError):
+    """The proxy refused to open the tunnel with an HTTP status that will not change (407, 403, ...).
+
+    ``proxy`` is the proxy's URL without its credentials; ``headers`` are its
+    response's headers (``Proxy-Authenticate`` says which scheme it wants).
+    A 502, 503 or 504 from the proxy is retried like a server's.
+    """
+
+    def __init__(self, status: int, proxy: str, headers: Mapping[str, str] | Headers | None = None) -> None:
+        self.status = status
+        self.proxy = proxy
+        self.headers: Headers = Headers(headers.raw_items() if isinstance(headers, Headers) else (headers or {}))
+        hint = ": check the credentials in proxy= (or in the proxy environment variables)" if status == 407 else ""
+        super().__init__(f"proxy {proxy} rejected the tunnel with HTTP {status}{hint}")
 
 
 class HandshakeError(FatalError):
@@ -135,10 +164,14 @@ class GaveUp(WsClientError):
     The last error is chained as ``__cause__``.
     """
 
-    def __init__(self, attempts: int, elapsed: float) -> None:
+    def __init__(self, attempts: int, elapsed: float, limit: str = "", last_error: str = "") -> None:
         self.attempts = attempts
         self.elapsed = elapsed
-        super().__init__(f"gave up after {attempts} attempt(s) in {elapsed:.1f}s")
+        self.limit = limit
+        """The setting that was reached, as ``"max_attempts=5"`` or ``"max_outage=60"``."""
+        reached = f" ({limit} reached)" if limit else ""
+        last = f"; last error: {last_error}" if last_error else ""
+        super().__init__(f"gave up after {attempts} attempt(s) in {elapsed:.1f}s{reached}{last}")
 
 
 class ClientClosed(WsClientError):

@@ -10,15 +10,19 @@ from __future__ import annotations
 import email.utils
 import enum
 import math
+import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from websockets.exceptions import (
     ConnectionClosed,
     InvalidHandshake,
     InvalidMessage,
     InvalidProxy,
+    InvalidProxyStatus,
     InvalidStatus,
     InvalidURI,
     ProxyError,
@@ -31,11 +35,15 @@ from .errors import (
     FatalError,
     HandshakeError,
     HandshakeRejected,
+    ProxyRejected,
     Reconnect,
     RequestInterrupted,
 )
 from .events import Cause, ClosedBy, SessionEnd
 from .redact import describe_error
+
+if TYPE_CHECKING:
+    from websockets.http11 import Response
 
 __all__ = [
     "Action",
@@ -43,12 +51,14 @@ __all__ = [
     "ErrorClassifier",
     "FATAL_CLOSE_CODES",
     "NORMAL_CLOSE_CODES",
+    "ProxyStatus",
     "RECONNECT_CLOSE_CODES",
     "RETRY_STATUSES",
     "SessionDropped",
     "callback_error",
     "close_action",
     "connect_action",
+    "connect_hint",
     "hook_action",
     "parse_retry_after",
     "retry_delay_hint",
@@ -89,6 +99,17 @@ RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
 """Handshake rejections that may pass on their own: timeout, rate limit, server errors."""
 
 TRY_AGAIN_LATER = 1013
+
+
+class ProxyStatus(InvalidProxyStatus):
+    """A proxy refused to open the tunnel with an HTTP status; ``proxy`` names it without its credentials."""
+
+    def __init__(self, response: Response, proxy: str) -> None:
+        super().__init__(response)
+        self.proxy = proxy
+
+    def __str__(self) -> str:
+        return f"proxy {self.proxy} rejected the tunnel with HTTP {self.response.status_code}"
 
 
 class SessionDropped(Exception):
@@ -146,7 +167,8 @@ def connect_action(exc: BaseException, classify: ErrorClassifier | None = None) 
             return action
     if isinstance(exc, FatalError):
         return Action.FATAL
-    if isinstance(exc, InvalidStatus):
+    if isinstance(exc, InvalidStatus | InvalidProxyStatus):
+        # A proxy's 407 is as fatal as a server's 401; its 502/503/504 pass like a server's.
         return Action.RECONNECT if exc.response.status_code in RETRY_STATUSES else Action.FATAL
     for error_class, action in _CONNECT_ERROR_RULES:
         if isinstance(exc, error_class):
@@ -168,6 +190,38 @@ _CONNECT_ERROR_RULES: tuple[tuple[type[BaseException], Action], ...] = (
     (TimeoutError, Action.RECONNECT),
     (EOFError, Action.RECONNECT),
 )
+
+
+_RETRIED = "retried with backoff; max_attempts= or max_outage= makes the client give up"
+
+
+def connect_hint(exc: BaseException, action: Action, url: str) -> str:
+    """What a failed connection attempt means and what to change, for the ``connect_failed`` event.
+
+    A mistyped host name is retried like a network outage (DNS may be down
+    for a moment); the hint says so and names the settings that stop it.
+    """
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "wss" else 80)
+    if isinstance(exc, socket.gaierror):
+        what = f"the host name {host!r} could not be resolved (check the url, or DNS)"
+    elif isinstance(exc, ConnectionRefusedError):
+        what = f"nothing accepts connections at {host}:{port} (is the server up, the port right?)"
+    elif isinstance(exc, ProxyError | InvalidProxyStatus) or type(exc).__module__.startswith("python_socks"):
+        what = "the proxy failed (check proxy= or the proxy environment variables)"
+    elif isinstance(exc, TimeoutError):
+        what = "no complete handshake within open_timeout"
+    elif isinstance(exc, InvalidStatus):
+        what = f"the server answered the handshake with HTTP {exc.response.status_code}"
+    elif isinstance(exc, ssl.SSLCertVerificationError):
+        what = "the server's certificate is not trusted: pass ssl= a context that trusts its CA"
+    else:
+        what = "the connection attempt failed"
+    if action is Action.RECONNECT:
+        return f"{what}; {_RETRIED}"
+    if action is Action.FATAL:
+        return f"{what}; not retried"
+    return what
 
 
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -211,6 +265,8 @@ def to_fatal(exc: BaseException) -> FatalError:
         return FatalCloseError(end.code, end.reason, end.closed_by.value)
     if isinstance(exc, InvalidStatus):
         return HandshakeRejected(exc.response.status_code, exc.response.headers)
+    if isinstance(exc, InvalidProxyStatus):
+        return ProxyRejected(exc.response.status_code, getattr(exc, "proxy", "(unknown)"), exc.response.headers)
     if isinstance(exc, ssl.SSLCertVerificationError):
         return CertificateError(f"server certificate not trusted: {exc.verify_message or exc}")
     # The text of a handshake error can hold the URL (an invalid one, a redirect's Location): redacted.

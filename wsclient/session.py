@@ -28,7 +28,7 @@ from .events import Cause, ClosedBy, SessionEnd
 from .heartbeat import HeartbeatTimer, IdleTimer, Watch
 from .replies import Request, Requests
 from .stats import Stats
-from .transports import Direct, Transport
+from .transports import NOT_UTF8, Direct, Transport, over_max_size
 
 __all__ = ["Handler", "Session", "count_write", "end_from_close", "ours", "to_payload"]
 
@@ -79,12 +79,16 @@ def count_write(stats: Stats, written: bool) -> None:
         stats.sends_interrupted += 1
 
 
-def end_from_close(exc: ConnectionClosed, cause: Cause | None, duration: float) -> SessionEnd:
+def end_from_close(
+    exc: ConnectionClosed, cause: Cause | None, duration: float, max_size: int | None = None
+) -> SessionEnd:
     """Turn websockets' account of a closed connection into a :class:`SessionEnd`.
 
     When this side failed the connection (a message over ``max_size`` gives
     1009), websockets reports 1006 as ``code`` but keeps the real code in
     ``exc.sent``: the code that matters is the first close frame, either way.
+    A 1009 of this side's reads the same on both transports, naming ``max_size``
+    (each library words its own check differently).
     """
     rcvd, sent = exc.rcvd, exc.sent
     if rcvd is not None and (sent is None or exc.rcvd_then_sent):
@@ -95,7 +99,13 @@ def end_from_close(exc: ConnectionClosed, cause: Cause | None, duration: float) 
         code, reason, closed_by = ABNORMAL_CLOSURE, "", ClosedBy.NOBODY
     if cause is None:
         cause = Cause.CONNECTION_LOST if closed_by is ClosedBy.NOBODY else Cause.CLOSED
-    return SessionEnd(code, reason, closed_by, cause, duration)
+    if closed_by is ClosedBy.CLIENT:
+        # This side's failures read the same on both transports (each library words its own checks).
+        if code == MESSAGE_TOO_BIG and max_size is not None:
+            reason = over_max_size(max_size)
+        elif code == INVALID_DATA and reason not in NOT_UTF8:
+            reason = NOT_UTF8[1]
+    return SessionEnd(int(code), reason, closed_by, cause, duration)
 
 
 class Handler:
@@ -318,13 +328,13 @@ class Session:
             while True:
                 message = await recv()
                 if compressed and too_big(message, limit):  # type: ignore[arg-type]
-                    await transport.close(MESSAGE_TOO_BIG, f"message over max_size ({limit} bytes)")
+                    await transport.close(MESSAGE_TOO_BIG, over_max_size(limit))  # type: ignore[arg-type]
                     continue
                 if requests.pending and requests.resolve(message, self):
                     continue
                 held.offer(message)
         except UnicodeDecodeError:
-            await transport.close(INVALID_DATA, "binary message is not UTF-8 text")
+            await transport.close(INVALID_DATA, NOT_UTF8[0])
             held.close(transport.end_record())
         except ConnectionClosed as exc:
             self._interrupt_requests()
@@ -587,7 +597,7 @@ class Session:
                 while True:
                     message = await recv()
                     if compressed and too_big(message, limit):  # type: ignore[arg-type]
-                        await transport.close(MESSAGE_TOO_BIG, f"message over max_size ({limit} bytes)")
+                        await transport.close(MESSAGE_TOO_BIG, over_max_size(limit))  # type: ignore[arg-type]
                         continue
                     if pending and resolve(message, self):
                         continue
@@ -598,7 +608,7 @@ class Session:
                 while True:
                     message = await recv()
                     if too_big(message, limit):
-                        await transport.close(MESSAGE_TOO_BIG, f"message over max_size ({limit} bytes)")
+                        await transport.close(MESSAGE_TOO_BIG, over_max_size(limit))
                         continue
                     stats.messages_in += 1
                     await put(message)
@@ -616,7 +626,7 @@ class Session:
                     await deliver(message)
         except UnicodeDecodeError:
             # text=True and a binary message that is not UTF-8: the feed broke its contract.
-            await transport.close(INVALID_DATA, "binary message is not UTF-8 text")
+            await transport.close(INVALID_DATA, NOT_UTF8[0])
         except ConnectionClosed:
             pass
         self._interrupt_requests()
@@ -789,11 +799,12 @@ class Session:
 
     def end_now(self) -> SessionEnd:
         """How the session ended, from what is known at once (it is being cancelled; nothing is awaited)."""
-        return end_from_close(self.transport.end_record(), self._cause, self.transport.loop.time() - self.started)
+        duration = self.transport.loop.time() - self.started
+        return end_from_close(self.transport.end_record(), self._cause, duration, self._config.max_size)
 
     async def _ended(self) -> SessionEnd:
         transport = self.transport
         await transport.wait_closed()
         self.ready = False
         duration = transport.loop.time() - self.started
-        return end_from_close(transport.end_record(), self._cause, duration)
+        return end_from_close(transport.end_record(), self._cause, duration, self._config.max_size)

@@ -21,7 +21,16 @@ from .config import ClientConfig, Data
 from .errors import CallbackError, FatalError, GaveUp
 from .events import Cause, ClosedBy, SessionEnd, State
 from .logs import describe_error, redact_url
-from .policy import Action, SessionDropped, callback_error, close_action, connect_action, hook_action, to_fatal
+from .policy import (
+    Action,
+    SessionDropped,
+    callback_error,
+    close_action,
+    connect_action,
+    connect_hint,
+    hook_action,
+    to_fatal,
+)
 from .redact import redact_error
 from .replies import Requests
 from .session import ABNORMAL_CLOSURE, Session, ours
@@ -155,8 +164,11 @@ class Supervisor:
                 cause = last.exception()
                 attempts = last.attempt_number - self._seeded
                 elapsed = time.monotonic() - (started if self._down_at is None else self._down_at)
-                self._log.error("gave_up", attempts=attempts, error=_describe(cause))
-                raise GaveUp(attempts, elapsed) from (None if cause is None else redact_error(cause))
+                limit = _limit_reached(self._config, attempts)
+                self._log.error("gave_up", attempts=attempts, limit=limit, error=_describe(cause))
+                raise GaveUp(attempts, elapsed, limit, _describe(cause) or "") from (
+                    None if cause is None else redact_error(cause)
+                )
             except FatalError as exc:
                 self._log.error("fatal", error=describe_error(exc))
                 raise
@@ -227,7 +239,9 @@ class Supervisor:
             transport = await open_transport(config, url, headers, self._ssl_for(url), remaining)
         except Exception as exc:
             action = self._connect_action(exc)
-            log.warning("connect_failed", error=describe_error(exc), action=action.value)
+            log.warning(
+                "connect_failed", error=describe_error(exc), action=action.value, hint=connect_hint(exc, action, url)
+            )
             if action is Action.FATAL:
                 raise to_fatal(exc) from redact_error(exc)
             raise
@@ -420,7 +434,9 @@ class Supervisor:
         self._set_state(State.OPEN)
         self._open = True
         self._opening.wake_all()
-        self._log.info("connected", session_id=session.id, subprotocol=session.subprotocol, sessions=stats.sessions)
+        # The subprotocol only when one was chosen: stdlib's logfmt line and structlog render None differently.
+        chosen = {} if session.subprotocol is None else {"subprotocol": session.subprotocol}
+        self._log.info("connected", session_id=session.id, sessions=stats.sessions, **chosen)
 
     def _mark_down(self) -> None:
         """Note when the client last had no open session, for ``max_outage`` and ``stats.down_since``."""
@@ -438,3 +454,12 @@ class Supervisor:
 
     def _before_sleep(self, retry_state: RetryCallState) -> None:
         self._log.info("retrying", attempt=retry_state.attempt_number, delay=round(retry_state.upcoming_sleep, 4))
+
+
+def _limit_reached(config: ClientConfig, attempts: int) -> str:
+    """Which setting ended the retries: ``max_attempts`` when the count got there, else ``max_outage``."""
+    if config.max_attempts is not None and attempts >= config.max_attempts:
+        return f"max_attempts={config.max_attempts}"
+    if config.max_outage is not None:
+        return f"max_outage={config.max_outage:g}"
+    return ""

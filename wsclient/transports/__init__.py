@@ -19,20 +19,43 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidProxyStatus, ProxyError
+from websockets.http11 import Response
+
+from ..policy import ProxyStatus
+from ..proxies import check_proxy, proxy_for_url, redact_proxy
 
 if TYPE_CHECKING:
     from ..buffers import Inbox
     from ..config import ClientConfig, Data
     from ..stats import Stats
 
-__all__ = ["TRANSPORTS", "Direct", "Sink", "Transport", "TransportName", "open_transport", "unread_bytes"]
+__all__ = [
+    "NOT_UTF8",
+    "TRANSPORTS",
+    "Direct",
+    "Sink",
+    "Transport",
+    "TransportName",
+    "open_transport",
+    "over_max_size",
+    "unread_bytes",
+]
 
 TransportName: TypeAlias = Literal["websockets", "picows"]
 TRANSPORTS: tuple[TransportName, ...] = ("websockets", "picows")
 
 Sink: TypeAlias = "Callable[[Data], bool]"
 """Takes one received message without waiting, even over its limit; False once full (the transport pauses reading)."""
+
+
+NOT_UTF8 = ("binary message is not UTF-8 text", "invalid UTF-8 in a text message")
+"""The reasons of the 1007 this side sends: with ``text=True`` for a binary message, and for a text message."""
+
+
+def over_max_size(max_size: int) -> str:
+    """The reason of the 1009 this side sends for a message over ``max_size``: it names the setting."""
+    return f"message over max_size ({max_size} bytes)"
 
 
 class Direct:
@@ -205,13 +228,44 @@ async def open_transport(
     ``url`` and ``headers`` are what :func:`wsclient.wire.handshake_target` made
     of the checked ones: no userinfo in the URL. ``open_timeout`` is what is left
     of the attempt's ``config.open_timeout``; ``None`` means all of it.
+
+    The proxy is resolved here, once for both transports (see :mod:`wsclient.proxies`); a proxy that
+    answers the tunnel request with an HTTP error comes out as :class:`~wsclient.policy.ProxyStatus`,
+    with the proxy named without its credentials.
     """
     if open_timeout is None:
         open_timeout = config.open_timeout
-    if config.transport == "picows":
-        from .picows import connect_picows
+    proxy = proxy_for_url(config.proxy, url)
+    if proxy is not None and config.proxy is True:
+        # The environment is read at each attempt: a bad value there is named as such.
+        check_proxy(proxy, config.transport, name="the proxy from the environment (https_proxy, all_proxy, ...)")
+    try:
+        if config.transport == "picows":
+            from .picows import connect_picows
 
-        return await connect_picows(config, url, headers, ssl, open_timeout)
-    from .websockets import connect_websockets
+            return await connect_picows(config, url, headers, ssl, open_timeout, proxy)
+        from .websockets import connect_websockets
 
-    return await connect_websockets(config, url, headers, ssl, open_timeout)
+        return await connect_websockets(config, url, headers, ssl, open_timeout, proxy)
+    except InvalidProxyStatus as exc:
+        assert proxy is not None
+        raise ProxyStatus(exc.response, redact_proxy(proxy)) from None
+    except ProxyError as exc:
+        assert proxy is not None
+        if not _credentials_refused(exc):
+            raise
+        # A SOCKS proxy's "authentication failed" means what an HTTP proxy's 407 does.
+        raise ProxyStatus(Response(407, "SOCKS authentication failed", Headers()), redact_proxy(proxy)) from None
+
+
+_CREDENTIALS_REFUSED = ("authentication failure", "no acceptable authentication methods")
+"""What python-socks says when a SOCKS5 proxy refuses the credentials, or wants some and got none."""
+
+
+def _credentials_refused(exc: BaseException | None) -> bool:
+    while exc is not None:
+        text = str(exc).lower()
+        if any(words in text for words in _CREDENTIALS_REFUSED):
+            return True
+        exc = exc.__cause__
+    return False

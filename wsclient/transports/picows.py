@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -33,14 +34,18 @@ from picows import (
     WSTransport,
     ws_connect,
 )
+from python_socks import ProxyConnectionError, ProxyTimeoutError
+from python_socks import ProxyError as SocksError
 from websockets.asyncio.client import MAX_REDIRECTS
 from websockets.datastructures import Headers
 from websockets.exceptions import (
     ConnectionClosed,
     InvalidHandshake,
     InvalidMessage,
+    InvalidProxyStatus,
     InvalidStatus,
     InvalidURI,
+    ProxyError,
     SecurityError,
 )
 from websockets.frames import Close
@@ -48,7 +53,7 @@ from websockets.http11 import Response
 
 from ..buffers import Inbox
 from ..redact import RedactingLogger
-from . import unread_bytes
+from . import NOT_UTF8, over_max_size, unread_bytes
 
 if TYPE_CHECKING:
     from ..config import ClientConfig, Data
@@ -65,7 +70,6 @@ _PONG = WSMsgType.PONG
 _NO_STATUS = 1005
 _ABNORMAL = 1006
 _NO_LIMIT = 2**62
-_NOT_UTF8 = ("binary message is not UTF-8 text", "invalid UTF-8 in a text message")
 # Loop time, read without a method call: asyncio's default loop.time() is time.monotonic().
 _now = time.monotonic
 
@@ -242,8 +246,9 @@ class PicowsTransport(WSListener):
             return ConnectionClosed(None, None)
         rcvd, sent = handshake.recv, handshake.sent
         return ConnectionClosed(
-            None if rcvd is None else Close(int(rcvd.code.value) or _NO_STATUS, rcvd.reason),
-            None if sent is None else Close(int(sent.code.value) or _NO_STATUS, sent.reason),
+            # picows gives no reason (None) for a close frame without a code; websockets gives "".
+            None if rcvd is None else Close(int(rcvd.code.value) or _NO_STATUS, rcvd.reason or ""),
+            None if sent is None else Close(int(sent.code.value) or _NO_STATUS, sent.reason or ""),
             None if rcvd is None or sent is None else bool(handshake.recv_then_sent),
         )
 
@@ -374,7 +379,7 @@ class PicowsTransport(WSListener):
     def _rare(self, frame: WSFrame, invalid: int = 0) -> None:
         """A frame off the fast path: a control frame, a fragment, a message over the limit, invalid text."""
         if invalid:
-            self._fail(invalid, _NOT_UTF8[frame.msg_type is _TEXT])
+            self._fail(invalid, NOT_UTF8[frame.msg_type is _TEXT])
         elif frame.fin and frame.payload_size <= self._plain_limit:
             self._control(frame)
         else:
@@ -475,7 +480,7 @@ class PicowsTransport(WSListener):
             self._plain_limit = -1
         self._parts_size += frame.payload_size
         if self._parts_size > self._limit:
-            self._fail(1009, f"message over max_size ({self._limit} bytes)")
+            self._fail(1009, over_max_size(self._limit))
             return
         self._parts.append(frame.get_payload_as_bytes())
         if not frame.fin:
@@ -488,7 +493,7 @@ class PicowsTransport(WSListener):
             try:
                 message = data.decode()
             except UnicodeDecodeError:
-                self._fail(1007, _NOT_UTF8[kind is _TEXT])
+                self._fail(1007, NOT_UTF8[kind is _TEXT])
                 return
         if (stats := self._stats) is not None:
             stats.messages_in += 1
@@ -563,6 +568,29 @@ def _redirect(exc: WSHandshakeError, url: str, headers: dict[str, str]) -> tuple
     return new, headers
 
 
+_PROXY_STATUS = re.compile(r"rejected connection with status (\d{3})")
+
+
+def _picows_proxy(proxy: str | None) -> str | None:
+    """``proxy`` as picows spells it: python-socks resolves names through any SOCKS5 proxy, as ``socks5h`` says."""
+    if proxy is not None and proxy.startswith("socks5h://"):
+        return "socks5://" + proxy[len("socks5h://") :]
+    return proxy
+
+
+def _proxy_error(exc: Exception) -> Exception:
+    """python-socks' proxy failure in websockets' terms: an HTTP proxy's status, a refusal, or a proxy error."""
+    if isinstance(exc, OSError | TimeoutError):
+        # ProxyConnectionError and ProxyTimeoutError: the proxy could not be reached, retried like a server.
+        return exc
+    status = _PROXY_STATUS.search(str(exc))
+    if status is not None:
+        return InvalidProxyStatus(Response(int(status[1]), "", Headers()))
+    error = ProxyError("failed to connect to the proxy")
+    error.__cause__ = exc
+    return error
+
+
 def _drop_late(connecting: asyncio.Future[tuple[WSTransport, Any]]) -> None:
     """A handshake whose caller was cancelled finished on its own: close what it opened."""
     if connecting.cancelled() or connecting.exception() is not None:
@@ -571,7 +599,12 @@ def _drop_late(connecting: asyncio.Future[tuple[WSTransport, Any]]) -> None:
 
 
 async def connect_picows(
-    config: ClientConfig, url: str, headers: Mapping[str, str] | None, ssl: Any, open_timeout: float | None = None
+    config: ClientConfig,
+    url: str,
+    headers: Mapping[str, str] | None,
+    ssl: Any,
+    open_timeout: float | None = None,
+    proxy: str | None = None,
 ) -> PicowsTransport:
     """Open the TCP connection and run the opening handshake within ``open_timeout``, picows' keepalive off.
 
@@ -605,6 +638,7 @@ async def connect_picows(
                         read_buffer_init_size=2048,
                         max_redirects=0,
                         logger_name=_LOGGER,
+                        proxy=_picows_proxy(proxy),
                     )
                 except WSHandshakeError as exc:
                     target, sent = _redirect(exc, target, sent)
@@ -622,6 +656,8 @@ async def connect_picows(
         raise InvalidURI(url, str(exc)) from exc
     except WSHandshakeError as exc:
         raise _handshake_error(exc) from exc
+    except (SocksError, ProxyConnectionError, ProxyTimeoutError) as exc:
+        raise _proxy_error(exc) from exc
     if not isinstance(listener, PicowsTransport):
         # The server hung up before its response was complete.
         raw.disconnect(graceful=False)

@@ -102,7 +102,7 @@ class WebsocketsTransport:
 
     pushes = False
 
-    def __init__(self, connection: TrackedConnection, text: bool, decode: bool = True) -> None:
+    def __init__(self, connection: TrackedConnection, text: bool, decode: bool = True, *, exact: bool = True) -> None:
         self.raw = connection
         self.loop = connection.loop
         self.protocol = connection.protocol
@@ -112,8 +112,9 @@ class WebsocketsTransport:
             partial(connection.recv, True) if text else connection.recv if decode else partial(connection.recv, False)
         )
         self.send: Callable[..., Awaitable[None]] = connection.send
-        # Compressed frames were let through with some slack: the session checks the message itself.
-        self.checks_message_size = not connection.protocol.extensions
+        # With deflate offered, websockets was given a limit with some slack for compressed frames (which may
+        # be read before the handshake's answer tells whether deflate was taken): the session checks the message.
+        self.checks_message_size = exact
         self.write: Callable[[bytes | bytearray | memoryview, bool], bool] | None = None
 
     @property
@@ -211,7 +212,12 @@ _LOGGER = RedactingLogger(logging.getLogger("websockets.client"))
 
 
 async def connect_websockets(
-    config: ClientConfig, url: str, headers: Mapping[str, str] | None, ssl: Any, open_timeout: float | None = None
+    config: ClientConfig,
+    url: str,
+    headers: Mapping[str, str] | None,
+    ssl: Any,
+    open_timeout: float | None = None,
+    proxy: str | None = None,
 ) -> WebsocketsTransport:
     """Open the TCP connection and run the opening handshake within ``open_timeout``.
 
@@ -234,8 +240,10 @@ async def connect_websockets(
         max_queue=config.max_queue,
         create_connection=TrackedConnection,
         logger=_LOGGER,
+        proxy=proxy,
         **kwargs,
     )
     assert isinstance(connection, TrackedConnection)
     connection.last_rx = connection.last_drain = connection.loop.time()
-    return WebsocketsTransport(connection, config.text, config.decode)
+    exact = wire_max_size(config.max_size, config.compression) == config.max_size
+    return WebsocketsTransport(connection, config.text, config.decode, exact=exact)
