@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--quiet", action="store_true", help="print no messages (with --out: only record them)")
     listen.add_argument("--count", type=_count, metavar="N", help="close with 1000 after N messages")
     listen.add_argument("--ca", type=_existing_file, metavar="FILE", help="trust the CA certificates in FILE (wss)")
+    listen.add_argument(
+        "--metrics-port",
+        metavar="[HOST:]PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default host 127.0.0.1; needs [prometheus])",
+    )
     group = listen.add_argument_group("resilience")
     group.add_argument(
         "--ping-interval",
@@ -187,6 +192,7 @@ async def _run(args: argparse.Namespace, status: StatusLine | None) -> None:
             idle_timeout=args.idle_timeout,
             open_timeout=args.open_timeout,
             ca=args.ca,
+            metrics_port=args.metrics_port,
         )
         await listen(options, status=status)
     else:

@@ -24,6 +24,7 @@ from .backoff import Backoff
 from .client import Client
 from .config import Data
 from .heartbeat import Heartbeat
+from .metrics_http import serve_metrics
 from .session import Session
 from .stats import Outage, Stats
 from .status_line import StatusLine, describe_client
@@ -53,6 +54,7 @@ class ListenOptions:
     idle_timeout: float | None = None
     open_timeout: float = 10.0
     ca: Path | None = None
+    metrics_port: str | None = None
 
 
 def message_record(message: Data, session_id: str | None, received: float) -> dict[str, Any]:
@@ -95,6 +97,10 @@ class Recorder:
         self._status = status
         self._gaps_written = 0
         self.messages = 0
+
+    def gaps_written(self) -> int:
+        """Gap records written so far."""
+        return self._gaps_written
 
     def message(self, message: Data, session_id: str | None) -> None:
         self.gaps()
@@ -181,6 +187,11 @@ async def listen(options: ListenOptions, *, stdout: TextIO | None = None, status
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(_open_out(options.out)) if options.out else None
         recorder = Recorder(client.stats, stdout, out, jsonl=options.jsonl, quiet=options.quiet, status=status)
+        if options.metrics_port is not None:
+            try:
+                stack.enter_context(serve_metrics(client, options.metrics_port, gaps=recorder.gaps_written))
+            except ValueError as exc:
+                raise UsageError(f"--metrics-port: {exc}") from exc
         for signum in signals:
             loop.add_signal_handler(signum, stop.set)
             stack.callback(loop.remove_signal_handler, signum)

@@ -293,6 +293,11 @@ class Instrumentation:
         self.active = True
         """Whether the client is still reported."""
 
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """The attributes of the client's observations now: ``server.address``, ``server.port`` and your own."""
+        return dict(self._watch.attributes)
+
     def uninstrument(self) -> None:
         """Stop reporting the client: its observations disappear and its open spans end. Idempotent."""
         with self._lock:
