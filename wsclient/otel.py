@@ -230,6 +230,8 @@ class _Watch(Observer):
         self._connect = self._tracer.start_span("wsclient.connect", context=parent, kind=SpanKind.CLIENT)
 
     def connect_ended(self, url: str | None, error: BaseException | None) -> None:
+        if self._connect is None:
+            return  # the attempt started before the client was instrumented
         duration = time.monotonic() - self._connect_started
         self._target(url)
         attributes: dict[str, Any] = dict(self.attributes)
