@@ -824,6 +824,114 @@ async def idle_connections(settings: Settings) -> list[Row]:
 
 # Report.
 
+# 8. The cost of OpenTelemetry instrumentation.
+
+
+def meter_provider(interval: float) -> Any:
+    """An SDK meter provider whose periodic reader collects every ``interval`` seconds into a no-op exporter.
+
+    ``None`` when the ``prometheus`` extra (which brings the SDK) is not installed.
+    """
+    if importlib.util.find_spec("opentelemetry.sdk") is None:
+        return None
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, PeriodicExportingMetricReader
+
+    class Discard(MetricExporter):
+        """Takes every collection and keeps nothing: the cost measured is the collection's."""
+
+        def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            pass
+
+    reader = PeriodicExportingMetricReader(Discard(), export_interval_millis=interval * 1000)
+    return MeterProvider(metric_readers=[reader])
+
+
+@contextlib.contextmanager
+def instrumented(client: Any, provider: Any) -> Iterator[None]:
+    """Report ``client`` to ``provider`` while the block runs (nothing when ``provider`` is ``None``)."""
+    if provider is None:
+        yield
+        return
+    from wsclient.otel import instrument
+
+    handle = instrument(client, meter_provider=provider)
+    try:
+        yield
+    finally:
+        handle.uninstrument()
+
+
+async def recv_wsclient_otel(url: str, transport: TransportName, provider: Any) -> int:
+    count = 0
+    client = wsclient.Client(url, compression=None, max_size=None, transport=transport)
+    with instrumented(client, provider):
+        async with client:
+            async for _ in client:
+                count += 1
+    return count
+
+
+async def send_wsclient_otel(url: str, payload: str, count: int, transport: TransportName, provider: Any) -> None:
+    client = wsclient.Client(url, compression=None, transport=transport)
+    with instrumented(client, provider):
+        async with client:
+            for _ in range(count):
+                await client.send(payload)
+            assert await client.recv() == "done"
+
+
+OTEL_INTERVAL = 0.1
+"""Seconds between two collections: far more often than any exporter would, so that each run sees several."""
+
+
+async def instrumentation_cost(settings: Settings) -> list[Row]:
+    """Receive and send 64 B with ``wsclient.otel`` instrumentation against without, on both transports.
+
+    Runs alternate between the two, more of them than the other scenarios: the difference sought is a few percent.
+    """
+    provider = meter_provider(OTEL_INTERVAL)
+    transports: list[TransportName] = ["websockets"]
+    if importlib.util.find_spec("picows") is not None:
+        transports.append("picows")
+    rows: list[Row] = []
+    payload = "x" * 64
+    frame_bytes = len(Frame(Opcode.TEXT, payload.encode()).serialize(mask=True))
+    async with server_process("blast") as (blast, _), server_process("sink") as (sink, _):
+        for transport in transports:
+            on = "" if transport == "websockets" else " on picows"
+            for direction in ("receive", "send"):
+                scenario = f"otel cost: {direction} 64 B{on}"
+                off_row = Row(scenario, f"wsclient{on}, not instrumented", "messages/s", "msg/s", reference=True)
+                on_row = Row(scenario, f"wsclient{on}, instrumented (SDK, reader every 0.1 s)", "messages/s", "msg/s")
+                rows += [off_row, on_row]
+                if provider is None:
+                    on_row.note = "skipped: opentelemetry-sdk not installed"
+                for repeat in range(2 * settings.repeats):
+                    pair = [(off_row, None), (on_row, provider)]
+                    for row, used in pair if repeat % 2 else reversed(pair):  # neither always runs first
+                        if row.note:
+                            continue
+                        gc.collect()
+                        started = time.perf_counter()
+                        if direction == "receive":
+                            url = f"ws://127.0.0.1:{blast}/64/{settings.messages}"
+                            assert await recv_wsclient_otel(url, transport, used) == settings.messages
+                        else:
+                            url = f"ws://127.0.0.1:{sink}/{frame_bytes}/{settings.messages}"
+                            await send_wsclient_otel(url, payload, settings.messages, transport, used)
+                        row.runs.append(settings.messages / (time.perf_counter() - started))
+    if provider is not None:
+        provider.shutdown()
+    return rows
+
+
 SCENARIOS: dict[str, Callable[[Settings], Awaitable[list[Row]]]] = {
     "receive": receive_throughput,
     "send": send_throughput,
@@ -832,6 +940,7 @@ SCENARIOS: dict[str, Callable[[Settings], Awaitable[list[Row]]]] = {
     "recovery": recovery,
     "storm": reconnect_storm,
     "idle": idle_connections,
+    "otel": instrumentation_cost,
 }
 
 

@@ -18,6 +18,7 @@ import pytest
 import structlog
 import trustme
 from helpers import fast, until
+from proxy_servers import HttpConnectProxy
 
 import wsclient
 from wsclient.cli import EXIT_FATAL, EXIT_GAVE_UP, EXIT_OK, EXIT_OUTPUT, EXIT_PIPE, EXIT_USAGE
@@ -190,6 +191,29 @@ async def test_listen_gives_up_with_exit_1() -> None:
     assert "ConnectionRefusedError" in err
 
 
+async def test_listen_connects_through_a_proxy_and_none_bypasses_the_environment(
+    listener_factory: list[Listener],
+) -> None:
+    async with FlakyServer("echo") as server, HttpConnectProxy(credentials=("u", "pw")) as relay:
+        listener = await start_listen(
+            listener_factory,
+            server.url,
+            "--send",
+            "hello",
+            "--count",
+            "1",
+            "--proxy",
+            relay.url(userinfo="u:pw"),
+            *FAST,
+        )
+        async with asyncio.timeout(10):
+            code = await listener.process.wait()
+        await listener._reader
+        assert (code, listener.lines, relay.tunnels) == (EXIT_OK, ["hello"], 1)
+        code, out, _ = await run_cli("listen", server.url, "--send", "x", "--count", "1", "--proxy", "none", *FAST)
+        assert (code, out, relay.tunnels) == (EXIT_OK, "x\n", 1)
+
+
 LISTEN_USAGE = "usage: wsclient listen "
 
 
@@ -225,6 +249,11 @@ LISTEN_USAGE = "usage: wsclient listen "
         (["listen", "ws://127.0.0.1:1", "--close-timeout", "-1"], "argument --close-timeout", LISTEN_USAGE),
         (["listen", "ws://127.0.0.1:1", "--out", "/nonexistent/dir/out.jsonl"], "argument --out", LISTEN_USAGE),
         (["listen", "ws://127.0.0.1:1", "--header", "Bad Name: x"], "argument --header", LISTEN_USAGE),
+        (
+            ["listen", "ws://127.0.0.1:1", "--proxy", "ftp://u:pw@p:21"],
+            "argument --proxy: proxy URL scheme",
+            LISTEN_USAGE,
+        ),
         (["demo", "--fats"], "unrecognized arguments: --fats", "usage: wsclient [-h]"),
         (["frobnicate"], "invalid choice", "usage: wsclient [-h]"),
     ],

@@ -26,6 +26,7 @@ from .errors import (
 )
 from .events import Cause, ClosedBy, SessionEnd, State
 from .heartbeat import Heartbeat
+from .hooks import StateChange
 from .logs import redact_headers, redact_secrets, redact_url
 from .policy import Action, close_action, connect_action
 from .replies import json_field
@@ -59,6 +60,7 @@ __all__ = [
     "Session",
     "SessionEnd",
     "State",
+    "StateChange",
     "Stats",
     "WsClientError",
     "close_action",

@@ -30,12 +30,13 @@ from .config import (
 from .errors import BufferFull, ClientClosed, RequestTimeout, WsClientError, fresh_error
 from .events import Cause, State, check_transition
 from .heartbeat import Heartbeat
+from .hooks import Observers, OnStateChange, StateChange, StateListener, snapshot
 from .logs import describe_error, get_logger, redact_url
 from .policy import ErrorClassifier
 from .proxies import ProxySetting
 from .replies import ReplyKey, Request, Requests
 from .session import Handler, Session, count_write, to_payload
-from .stats import Stats
+from .stats import Outage, Stats
 from .supervisor import Supervisor
 
 HANDLER_ERROR_LOG_INTERVAL = 10.0
@@ -57,6 +58,7 @@ class Options(TypedDict, total=False):
 
     on_connect: OnConnect | None
     on_disconnect: OnDisconnect | None
+    on_state_change: OnStateChange | None
     reply_key: ReplyKey | None
     backoff: Backoff
     max_attempts: int | None
@@ -96,6 +98,13 @@ class Client(Generic[M]):
     ``on_message`` may take a ``str``. With ``decode=False`` every message is
     ``bytes``: text messages arrive as the server sent them, neither decoded
     nor checked as UTF-8 (for a parser that reads bytes, such as ``orjson``).
+
+    ``on_state_change(change)`` (a plain or async function) is told of every
+    change of :attr:`state` with a :class:`StateChange`, including when an
+    outage starts and ends. It runs in order, from a task of its own: the
+    client never waits for it, an exception it raises is logged
+    (``on_state_change_failed``), and ``close()`` and ``wait_closed()`` return
+    once it saw ``CLOSED`` (waiting at most ``close_timeout``).
     """
 
     @overload
@@ -139,6 +148,7 @@ class Client(Generic[M]):
         on_connect: OnConnect | None = None,
         on_message: Callable[[Any], Awaitable[None] | None] | None = None,
         on_disconnect: OnDisconnect | None = None,
+        on_state_change: OnStateChange | None = None,
         reply_key: ReplyKey | None = None,
         backoff: Backoff = Backoff(),
         max_attempts: int | None = None,
@@ -170,6 +180,7 @@ class Client(Generic[M]):
             on_connect=on_connect,
             on_message=on_message,
             on_disconnect=on_disconnect,
+            on_state_change=on_state_change,
             reply_key=reply_key,
             backoff=backoff,
             max_attempts=max_attempts,
@@ -198,6 +209,13 @@ class Client(Generic[M]):
         self.stats = Stats()
         self._state = State.IDLE
         self._log = get_logger().bind(url=redact_url(url) if isinstance(url, str) else "<callable>")
+        self._observers = Observers(self._log)
+        self._state_listener: StateListener | None = None
+        self._outage: Outage | None = None
+        """The outage the observers were told started and not yet that it ended."""
+        if on_state_change is not None:
+            self._state_listener = StateListener(on_state_change, self._log)
+            self._observers.add(self._state_listener)
         self._inbox: Inbox[M | SessionStart] = Inbox(inbox_size)
         self._reading: str | None = None
         """The session whose messages are at the head of the inbox (up to the next ``SessionStart``)."""
@@ -213,6 +231,7 @@ class Client(Generic[M]):
             self._log,
             self._is_stopping,
             requests=self._requests,
+            observers=self._observers,
         )
         self._task: asyncio.Task[None] | None = None
         self._end: BaseException | None = None
@@ -332,6 +351,8 @@ class Client(Generic[M]):
             if self._state is State.IDLE:
                 self._set_state(State.CLOSED)
                 self._finish(ClientClosed())
+                if (listener := self._state_listener) is not None:
+                    await listener.drain(self.config.close_timeout)
             return
         first = not self._closing
         self._closing = True
@@ -398,6 +419,9 @@ class Client(Generic[M]):
             end = exc
         finally:
             self._finish(ClientClosed() if end is None else end)
+            if (listener := self._state_listener) is not None:
+                # The listener hears of CLOSED before close() and wait_closed() return (bounded by close_timeout).
+                await listener.drain(self.config.close_timeout)
 
     def _finish_closed(self, _: object) -> None:
         self._finish(ClientClosed())
@@ -434,6 +458,17 @@ class Client(Generic[M]):
         self._log.debug("state", old=old.value, new=new.value)
         if old is State.OPEN:
             self._outbox.wake()
+        if self._observers.all:
+            self._observers.state_changed(self._change(old, new))
+
+    def _change(self, old: State, new: State) -> StateChange:
+        """The record of a change for the observers, with the outage it starts or ends."""
+        outage = None
+        if new is State.RECONNECTING:
+            outage = self._outage = self.stats.current_outage
+        elif (started := self._outage) is not None and started.end is not None:
+            outage, self._outage = started, None
+        return StateChange(old, new, time.time(), snapshot(outage))
 
     def _started_reading(self, session_id: str) -> None:
         """A session opened: the messages it delivers come after those still in the inbox, which came before it."""
@@ -634,6 +669,18 @@ class Client(Generic[M]):
         :meth:`wsclient.Session.request` is the way). In ``on_message`` it
         works on both transports: replies are read while the handler waits.
         """
+        if not self._observers.all:
+            return await self._request(message, key, timeout)
+        done = self._observers.request_started(key)
+        try:
+            reply = await self._request(message, key, timeout)
+        except BaseException as exc:
+            done(exc)
+            raise
+        done(None)
+        return reply
+
+    async def _request(self, message: Data, key: Hashable, timeout: float | None) -> M:  # noqa: ASYNC109
         requests = self._requests
         if requests is None:
             raise RuntimeError("request() needs a reply_key: Client(..., reply_key=wsclient.json_field('id'))")

@@ -20,6 +20,7 @@ from .wire import check_headers, check_subprotocols, check_url, handshake_target
 
 if TYPE_CHECKING:
     from .events import SessionEnd
+    from .hooks import OnStateChange
     from .session import Session
 
 __all__ = [
@@ -103,6 +104,7 @@ class ClientConfig:
     on_connect: OnConnect | None = None
     on_message: MessageHandler | None = None
     on_disconnect: OnDisconnect | None = None
+    on_state_change: OnStateChange | None = None
     reply_key: Callable[[Any], Any] | None = None
     backoff: Backoff = Backoff()
     max_attempts: int | None = None
@@ -141,6 +143,7 @@ class ClientConfig:
         _callable("on_disconnect", self.on_disconnect)
         if self.on_disconnect is not None and not is_async_callable(self.on_disconnect):
             raise TypeError("on_disconnect must be an async function (async def on_disconnect(end): ...)")
+        _callable("on_state_change", self.on_state_change)
         _callable("reply_key", self.reply_key)
         _callable("on_message", self.on_message)
         _callable("classify_error", self.classify_error)

@@ -26,6 +26,7 @@ from .config import ClientConfig, Data, check_timeout
 from .errors import CallbackError, RequestInterrupted, RequestTimeout
 from .events import Cause, ClosedBy, SessionEnd
 from .heartbeat import HeartbeatTimer, IdleTimer, Watch
+from .hooks import Observers
 from .replies import Request, Requests
 from .stats import Stats
 from .transports import NOT_UTF8, Direct, Transport, over_max_size
@@ -173,6 +174,7 @@ class Session:
         stats: Stats,
         log: Any,
         requests: Requests | None = None,
+        observers: Observers | None = None,
     ) -> None:
         self.number = next(_session_numbers)
         self.id = f"s{self.number}"
@@ -195,6 +197,7 @@ class Session:
         self.hook_error: Exception | None = None
         """What ``on_connect`` raised, if it failed; the supervisor decides what follows."""
         self._requests = requests
+        self._observers = observers
         self.bound: set[Request] | None = None
         """Requests this session wrote whose reply has not come: its end fails them (made by the first)."""
         self._over = False
@@ -368,7 +371,10 @@ class Session:
 
     async def send_heartbeat(self, message: str | bytes | None) -> Awaitable[float] | None:
         if message is None:
-            return await self.transport.ping()
+            pong = await self.transport.ping()
+            if (observers := self._observers) is not None and observers.all and isinstance(pong, asyncio.Future):
+                pong.add_done_callback(observers.pong_done)
+            return pong
         await self.transport.send(message, text=isinstance(message, str))
         return None
 

@@ -20,6 +20,7 @@ from .buffers import Deliver, Outbox, Waiters
 from .config import ClientConfig, Data
 from .errors import CallbackError, FatalError, GaveUp
 from .events import Cause, ClosedBy, SessionEnd, State
+from .hooks import Observers
 from .logs import describe_error, redact_url
 from .policy import (
     Action,
@@ -86,6 +87,7 @@ class Supervisor:
         "_down_at",
         "_log",
         "_number",
+        "_observers",
         "_open",
         "_opened_once",
         "_opening",
@@ -99,6 +101,7 @@ class Supervisor:
         "_ssl",
         "_stats",
         "_stopping",
+        "_target",
         "session",
     )
 
@@ -113,8 +116,12 @@ class Supervisor:
         stopping: Callable[[], bool] = lambda: False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         requests: Requests | None = None,
+        observers: Observers | None = None,
     ) -> None:
         self._config = config
+        self._observers = Observers(log) if observers is None else observers
+        self._target: str | None = None
+        """The URL of the attempt in progress, once resolved."""
         self._requests = requests
         self._stats = stats
         self._outbox = outbox
@@ -223,6 +230,20 @@ class Supervisor:
             raise seed
         if self._stopping():
             return STOPPED
+        if not (observers := self._observers).all:
+            return await self._connect()
+        self._target = None
+        observers.connect_started()
+        try:
+            opened = await self._connect()
+        except BaseException as exc:
+            observers.connect_ended(self._target, exc)
+            raise
+        observers.connect_ended(self._target, None)
+        return opened
+
+    async def _connect(self) -> tuple[Session, Any] | SessionEnd:
+        """Open a connection to this attempt's URL; return the session to run with its logger (or ``STOPPED``)."""
         config, stats = self._config, self._stats
         stats.connect_attempts += 1
         if (outage := stats.current_outage) is not None:
@@ -232,6 +253,7 @@ class Supervisor:
         timeout = config.open_timeout
         deadline = None if timeout is None else loop.time() + timeout
         given, url, headers = await self._resolve_target(timeout)
+        self._target = url
         log = self._log.bind(url=redact_url(given))
         log.debug("connecting", attempt=stats.connect_attempts)
         try:
@@ -250,7 +272,7 @@ class Supervisor:
             transport.abort()
             await transport.wait_closed()
             return STOPPED
-        return Session(transport, config, stats, log, self._requests), log
+        return Session(transport, config, stats, log, self._requests, self._observers), log
 
     async def _live(self, session: Session, log: Any) -> SessionEnd | SessionDropped:
         """Run an open session to its end and classify the end.
@@ -392,9 +414,10 @@ class Supervisor:
         dropped = SessionDropped(end)
         if action is Action.FATAL:
             raise to_fatal(dropped)
-        self._set_state(State.RECONNECTING)
         stats.outages_total += 1
         stats.outages.append(Outage(start=time.time(), cause=end.cause))
+        # After the outage's record: those told of the change find it in stats.current_outage.
+        self._set_state(State.RECONNECTING)
         if end.duration >= self._config.backoff.stable_after:
             return dropped
         raise dropped
@@ -406,6 +429,8 @@ class Supervisor:
         stats.last_close_reason = end.reason
         stats.last_closed_by = end.closed_by
         stats.last_cause = end.cause
+        if self._observers.all:
+            self._observers.session_ended(end)
         log.info(
             "disconnected",
             session_id=session.id,

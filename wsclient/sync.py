@@ -7,7 +7,7 @@ coroutine to that loop and wait for it, with a ``timeout``; received messages
 cross to the reading thread through a bounded, thread-safe inbox, without a
 wake-up per message while the reader keeps up.
 
-Callbacks (``on_connect``, ``on_message``, ``on_disconnect``, and ``url``/``headers`` when given
+Callbacks (``on_connect``, ``on_message``, ``on_disconnect``, ``on_state_change``, and ``url``/``headers`` when given
 as callables) are plain functions. They run in a second background thread,
 one per client, one at a time and in the order their events happened, so a
 slow callback never stalls the connection's heartbeat and an ``on_connect``
@@ -51,9 +51,9 @@ __all__ = ["Client", "Session"]
 T = TypeVar("T")
 Data = wsclient.Data
 
-_CALLBACKS = ("on_connect", "on_message", "on_disconnect", "url", "headers")
+_CALLBACKS = ("on_connect", "on_message", "on_disconnect", "on_state_change", "url", "headers")
 """Arguments that may be plain functions, run in the callback thread (``url``/``headers`` also as values)."""
-_PLAIN_CALLBACKS = ("url", "headers", "on_disconnect")
+_PLAIN_CALLBACKS = ("url", "headers", "on_disconnect", "on_state_change")
 """Callbacks whose arguments and result cross threads unchanged: a new one such as ``on_disconnect`` goes here."""
 
 _log = structlog.get_logger("wsclient")
@@ -492,8 +492,9 @@ class Client:
     1000; ``recv()`` and ``for message in client`` give one stream across
     reconnects. Every method may be called from any thread.
 
-    ``on_connect(session)``, ``on_message(message)``, ``on_disconnect(end)`` and
-    callable ``url`` and ``headers`` are plain functions, run one at a time and in order in one
+    ``on_connect(session)``, ``on_message(message)``, ``on_disconnect(end)``,
+    ``on_state_change(change)`` and callable ``url`` and ``headers`` are plain
+    functions, run one at a time and in order in one
     callback thread per client (started only when there is a callback); the
     client's event loop runs in another thread, which ends with the client.
     ``classify_error`` and ``reply_key`` run on the event loop: keep them quick, pure functions.

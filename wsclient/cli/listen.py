@@ -29,6 +29,8 @@ from ..client import Client
 from ..config import Data
 from ..heartbeat import Heartbeat
 from ..logs import get_logger
+from ..metrics_http import serve_metrics
+from ..proxies import ProxySetting, check_proxy
 from ..session import Session
 from ..stats import Outage, Stats
 from .options import (
@@ -104,6 +106,19 @@ def add_command(commands: Subcommands) -> None:
     parser.add_argument("--count", type=count, metavar="N", help="close with 1000 after N messages")
     parser.add_argument(
         "--ca", type=ca_file, metavar="FILE", help="trust the CA certificates in FILE (PEM; wss:// URLs only)"
+    )
+    parser.add_argument(
+        "--metrics-port",
+        metavar="[HOST:]PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default host 127.0.0.1; needs [prometheus])",
+    )
+    parser.add_argument(
+        "--proxy",
+        type=proxy,
+        default=True,
+        metavar="URL",
+        help="connect through this proxy (http://, https://, socks5h://, socks5://, socks4://, with user:password@); "
+        "'none' for no proxy (default: the environment's https_proxy, all_proxy, no_proxy, ...)",
     )
     group = parser.add_argument_group("resilience")
     # No argparse default: --no-heartbeat must tell whether they were given.
@@ -198,9 +213,22 @@ async def _run(args: argparse.Namespace, status: StatusLine | None) -> int:
         close_timeout=args.close_timeout,
         max_size=args.max_size,
         ca=args.ca,
+        metrics_port=args.metrics_port,
+        proxy=args.proxy,
     )
     await listen(options, status=status)
     return EXIT_OK
+
+
+def proxy(value: str) -> str | None:
+    """``--proxy``: a proxy URL either transport can use, or ``none``."""
+    if value.lower() == "none":
+        return None
+    try:
+        check_proxy(value, "websockets", name="proxy URL")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def _backoff(initial: float, maximum: float) -> Backoff:
@@ -230,6 +258,8 @@ class ListenOptions:
     close_timeout: float = 10.0
     max_size: int | None = 2**20
     ca: Path | None = None
+    metrics_port: str | None = None
+    proxy: ProxySetting = True
 
 
 def message_record(message: Data, session_id: str | None, received: float) -> dict[str, Any]:
@@ -308,6 +338,10 @@ class Recorder:
         else:
             more = "..." if len(message) > 32 else ""
             self._print(f"<binary message, {len(message)} bytes: {message[:32].hex()}{more}>")
+
+    def gaps_written(self) -> int:
+        """Gap records written so far."""
+        return self._gaps_written
 
     def gaps(self) -> None:
         """Write every outage that ended since the last call."""
@@ -424,6 +458,11 @@ async def listen(options: ListenOptions, *, stdout: TextIO | None = None, status
             out_name=f"--out {options.out}",
             on_failure=stop.set,
         )
+        if options.metrics_port is not None:
+            try:
+                stack.enter_context(serve_metrics(client, options.metrics_port, gaps=recorder.gaps_written))
+            except ValueError as exc:
+                raise UsageError(f"argument --metrics-port: {exc}") from exc
         abort = asyncio.Event()
 
         def on_signal(signum: signal.Signals) -> None:
@@ -498,6 +537,7 @@ def _client(options: ListenOptions, on_connect: Any, on_message: Any) -> Client:
         max_size=options.max_size,
         headers=options.headers or None,
         ssl=tls_context(options.ca),
+        proxy=options.proxy,
     )
 
 
