@@ -452,6 +452,7 @@ class PicowsTransport(WSListener):
                 # Answered at once, as websockets does, even while the messages before it wait for the session:
                 # picows fails a connection with 1002 when a second close frame comes before the answer.
                 raw.send_close(code if code is not WSCloseCode.NO_INFO else WSCloseCode.OK)
+                self.is_open = False
             if self._early is not None:
                 self._deliver(_Deferred(partial(self._answer_close, answered)))
             else:
