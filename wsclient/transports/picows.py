@@ -45,6 +45,7 @@ from websockets.exceptions import (
     InvalidProxyStatus,
     InvalidStatus,
     InvalidURI,
+    ProtocolError,
     ProxyError,
     SecurityError,
 )
@@ -67,6 +68,7 @@ _BINARY = WSMsgType.BINARY
 _CONTINUATION = WSMsgType.CONTINUATION
 _CLOSE = WSMsgType.CLOSE
 _PONG = WSMsgType.PONG
+_PING = WSMsgType.PING
 _NO_STATUS = 1005
 _ABNORMAL = 1006
 _NO_LIMIT = 2**62
@@ -312,7 +314,8 @@ class PicowsTransport(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         """One Python call per frame: a whole message of one frame goes to the handler or the queue from here."""
-        if frame.fin and frame.payload_size <= self._plain_limit:
+        # No extension is negotiated on picows: a reserved bit set fails the connection (in _rare).
+        if frame.fin and frame.payload_size <= self._plain_limit and not (frame.rsv1 or frame.rsv2 or frame.rsv3):
             kind = frame.msg_type
             if kind in self._decoded:
                 try:
@@ -380,6 +383,11 @@ class PicowsTransport(WSListener):
         """A frame off the fast path: a control frame, a fragment, a message over the limit, invalid text."""
         if invalid:
             self._fail(invalid, NOT_UTF8[frame.msg_type is _TEXT])
+        elif self._deaf:
+            # After a close frame (received, or sent to fail the connection) nothing is read (RFC 6455, 5.5.1).
+            pass
+        elif frame.rsv1 or frame.rsv2 or frame.rsv3:
+            self._fail(1002, "reserved bits set without a negotiated extension")
         elif frame.fin and frame.payload_size <= self._plain_limit:
             self._control(frame)
         else:
@@ -445,27 +453,47 @@ class PicowsTransport(WSListener):
     def _control(self, frame: WSFrame) -> None:
         kind = frame.msg_type
         if kind is _CLOSE:
+            # The close payload as websockets checks it: no code, or a code RFC 6455 (7.4) allows and a UTF-8 reason.
+            try:
+                Close.parse(frame.get_payload_as_bytes())
+            except UnicodeDecodeError:
+                self._fail(1007, "invalid UTF-8 in the close reason")
+                return
+            except ProtocolError as exc:
+                self._fail(1002, str(exc))
+                return
             code = frame.get_close_code()
             # What a peer sends after its close frame is not read (RFC 6455, section 5.5.1).
             self._deaf, self._plain_limit = True, -1
+            raw = self.raw
+            assert raw is not None
+            answered = not raw.is_close_frame_sent
+            if answered:
+                # Answered at once, as websockets does, even while the messages before it wait for the session:
+                # picows fails a connection with 1002 when a second close frame comes before the answer.
+                raw.send_close(code if code is not WSCloseCode.NO_INFO else WSCloseCode.OK)
+                self.is_open = False
             if self._early is not None:
-                self._deliver(_Deferred(partial(self._answer_close, code)))
+                self._deliver(_Deferred(partial(self._answer_close, answered)))
             else:
-                self._answer_close(code)
+                self._answer_close(answered)
         elif kind is _PONG:
             if self._pongs:
                 pong, sent_at = self._pongs.popleft()
                 if not pong.done():
                     pong.set_result(self.loop.time() - sent_at)
+        elif kind is _PING:
+            # Answered here rather than by picows, which would answer a ping with reserved bits set.
+            assert self.raw is not None
+            self.raw.send_pong(frame.get_payload_as_bytes())
         elif kind is _CONTINUATION:
             self._fragment(frame)
-        # A ping is answered by picows itself.
 
     def _fragment(self, frame: WSFrame) -> None:
         if self._deaf:
             return
         kind = frame.msg_type
-        if kind is _CLOSE or kind is _PONG or kind is WSMsgType.PING:
+        if kind is _CLOSE or kind is _PONG or kind is _PING:
             self._control(frame)
             return
         if kind is _CONTINUATION:
@@ -499,12 +527,12 @@ class PicowsTransport(WSListener):
             stats.messages_in += 1
         self._deliver(message)
 
-    def _answer_close(self, code: WSCloseCode) -> None:
+    def _answer_close(self, answered: bool) -> None:
+        """After the peer's close frame: wait for the server to close TCP if this side answered it, else close."""
         self.is_open = False
         assert self.raw is not None
-        if not self.raw.is_close_frame_sent:
-            # Answer with the code received, as RFC 6455 section 5.5.1 asks, then let the server close TCP.
-            self.raw.send_close(code if code is not WSCloseCode.NO_INFO else WSCloseCode.OK)
+        if answered:
+            # Answered with the code received, as RFC 6455 section 5.5.1 asks: the server closes TCP.
             if self._close_timer is None:
                 self._close_timer = self.loop.call_later(self._close_timeout, self.raw.disconnect, False)
         else:
@@ -630,6 +658,8 @@ async def connect_picows(
                         ssl_context=ssl,
                         websocket_handshake_timeout=open_timeout,
                         enable_auto_ping=False,
+                        # Pings are answered by the listener, which checks them first (no reserved bit set).
+                        enable_auto_pong=False,
                         # picows sends 1009 for a frame over the limit but may still deliver it: the listener checks.
                         max_frame_size=limit,
                         extra_headers=sent or None,
