@@ -331,28 +331,6 @@ async def test_two_replicas_share_the_feeds_and_hand_them_over(
         assert first.stats.written + second.stats.written > 0
 
 
-@pytest.mark.parametrize("code", [1000, None, 1001])
-async def test_a_feed_reconnects_after_every_close_but_a_fatal_one(
-    redis: aioredis.Redis, code: int | None, transport: str
-) -> None:
-    async with SequencedFeeds(["f"]) as feeds:
-        config = feeds_config(feeds)
-        collector = Collector(config, redis, replica="a")
-        async with running(collector):
-            await wait_until(lambda: _true(collector.stats.gaps == 1), 10, "the first messages written")
-            await feeds.close_all(code)
-            await wait_until(lambda: _true(feeds.accepted >= 2 and len(feeds.connections) == 1), 10, "a reconnect")
-
-            async def reconnect_recorded() -> bool:
-                entries = await read_stream(redis, Keys.of("t", "f").stream)
-                return "reconnect" in [fields.get("kind") for _, fields in entries]
-
-            await wait_until(reconnect_recorded, 10, "a reconnect gap record and messages after it")
-        entries = await read_stream(redis, Keys.of("t", "f").stream)
-        assert check_stream(entries).errors == []
-        assert "reconnect" in [fields.get("kind") for _, fields in entries]
-
-
 async def test_a_fatal_close_stops_the_feed_and_gives_the_lease_back(redis: aioredis.Redis) -> None:
     async with SequencedFeeds(["f"]) as feeds:
         config = feeds_config(feeds)
