@@ -477,3 +477,30 @@ def test_add_parser_adds_collect_to_a_command_line() -> None:
     assert (args.config, args.redis, args.replica, args.run) == ("c.toml", "redis://h", "r", command.run)
     assert build_parser().parse_args(["c.toml", "--redis", "u"]).redis == "u"
     assert wsclient.collect.Collector is Collector
+
+
+def test_collect_exports_are_honest_and_documented() -> None:
+    import inspect
+
+    import wsclient.collect as collect
+
+    assert sorted(collect.__all__) == sorted(set(collect.__all__))
+    for name in collect.__all__:
+        value = getattr(collect, name)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            assert inspect.getdoc(value), f"wsclient.collect.{name} has no docstring"
+
+
+def test_collect_uses_only_the_public_api_and_the_core_never_imports_it() -> None:
+    import re
+    import subprocess
+
+    package = Path(wsclient.__file__).parent / "collect"
+    for source in package.glob("*.py"):
+        text = source.read_text()
+        assert not re.search(r"^\s*from wsclient\.|^\s*from \.\.|^\s*import wsclient\.", text, re.M), source.name
+    check = (
+        "import sys, wsclient, wsclient.testing; "
+        "assert 'wsclient.collect' not in sys.modules; assert 'redis' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", check], check=True)
