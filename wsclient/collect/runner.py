@@ -319,7 +319,7 @@ class Collector:
                     try:
                         await self._tick(group)
                     except Exception as exc:  # a bug of ours must not end the replica's other feeds
-                        self.log.error("tick_failed", exc_info=exc)
+                        self.log.error("tick_error", exc_info=exc)
                     await asyncio.sleep(self.config.tick_interval)
         finally:
             # The task group has cancelled and awaited every feed's run (each released its lease).
