@@ -667,3 +667,10 @@ async def test_max_size_lets_a_big_message_through() -> None:
         code, out, err = await run_cli("listen", server.url, "--max-size", "4MiB", "--count", "1", *FAST)
     assert code == EXIT_OK, err
     assert out == "x" * big + "\n"
+
+
+async def test_collect_is_a_command_of_wsclient_and_names_a_bad_config(tmp_path: Path) -> None:
+    code, _, err = await run_cli("collect", str(tmp_path / "missing.toml"), "--redis", "redis://127.0.0.1:1")
+    assert code == EXIT_USAGE
+    assert "wsclient collect:" in err
+    assert "missing.toml" in err

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from .. import __version__
 from ..errors import FatalError, GaveUp
 from ..logs import describe_error
-from . import demo, listen
+from . import collect, demo, listen
 from .options import (
     EXIT_CODES_HELP,
     EXIT_FATAL,
@@ -54,7 +54,7 @@ __all__ = [
     "main",
 ]
 
-COMMANDS: tuple[Callable[[Subcommands], None], ...] = (listen.add_command, demo.add_command)
+COMMANDS: tuple[Callable[[Subcommands], None], ...] = (listen.add_command, demo.add_command, collect.add_command)
 """The subcommands, each as the function that adds its parser: a new subcommand is one more entry."""
 
 
