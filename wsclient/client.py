@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from .backoff import Backoff
 from .buffers import Deliver, Envelope, Inbox, Outbox
 from .config import (
+    DEFAULT_COMPRESSION,
     ClientConfig,
     CloseActions,
     Data,
@@ -41,9 +42,6 @@ HANDLER_ERROR_LOG_INTERVAL = 10.0
 """Seconds between two log events about a failing ``on_message``: the first one carries the traceback."""
 
 __all__ = ["Client"]
-
-_DEFAULT_COMPRESSION: Any = object()
-"""``compression`` left out: ``"deflate"`` on websockets, ``None`` on picows."""
 
 _DATA_TYPES = (str, bytes, bytearray, memoryview)
 
@@ -154,12 +152,12 @@ class Client(Generic[M]):
         headers: HeadersSource | None = None,
         subprotocols: Sequence[str] | None = None,
         ssl: ssl_module.SSLContext | None = None,
-        compression: Any = _DEFAULT_COMPRESSION,
+        compression: Any = DEFAULT_COMPRESSION,
         max_size: int | None = 2**20,
         max_queue: int = 16,
         transport: Literal["websockets", "picows"] = "websockets",
     ) -> None:
-        if compression is _DEFAULT_COMPRESSION:
+        if compression is DEFAULT_COMPRESSION:
             # picows has no permessage-deflate: its default is no compression, and asking for it is an error.
             compression = None if transport == "picows" else "deflate"
         self.config = ClientConfig(

@@ -16,13 +16,15 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Protocol
 
 import wsclient
+from wsclient.config import Default
 
 __all__ = ["REPLY_KEY", "JsonRpc", "JsonRpcError"]
 
 REPLY_KEY = wsclient.json_field("id")
 """The ``reply_key`` of a client that makes JSON-RPC calls: a response's ``id``."""
 
-_DEFAULT: Any = object()
+_DEFAULT: Any = Default("<the JsonRpc's timeout>")
+"""``timeout`` left out of :meth:`JsonRpc.call`: the ``timeout`` the ``JsonRpc`` was made with."""
 _ids = itertools.count(1)
 """Ids shared by every ``JsonRpc`` in the process, so two of them on one client never collide."""
 
