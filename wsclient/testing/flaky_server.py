@@ -14,7 +14,7 @@ import json
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Self, TypeVar
+from typing import Any, Literal, Protocol, Self, TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -23,13 +23,14 @@ from websockets.http11 import Request, Response
 
 from .listening import stop_accepting
 
-__all__ = ["FlakyServer", "Rejection"]
+__all__ = ["FlakyServer", "FlakyServerFactory", "Handler", "Rejection"]
 
 T = TypeVar("T")
 Mode = Literal["echo", "stream", "silent"]
 HandshakeFault = Literal["status", "stall", "bad_accept", "bad_subprotocol"]
 ConnectionFault = tuple[Literal["flap", "stall", "oversized", "invalid_utf8", "flood"], int, str]
 Handler = Callable[[ServerConnection], Awaitable[None]]
+"""``async def handler(connection: ServerConnection) -> None``: the server's side of one connection."""
 
 
 @dataclass(slots=True)
@@ -57,6 +58,44 @@ class FlakyServer:
     coroutine. The port is chosen at the first start and kept across
     ``stop()``/``start()``, so a client reconnects to the same URL. With
     ``ssl`` (a server context) it serves ``wss://``.
+
+    A handler is the server side of your bot's protocol: an ``async def
+    handler(connection)`` taking a websockets
+    :class:`~websockets.asyncio.server.ServerConnection`, called once per
+    accepted connection (after the handshake, unless a fault scripted with
+    ``*_next()`` takes that connection instead). Read with ``async for message
+    in connection`` or ``await connection.recv()``, answer with ``await
+    connection.send(...)``, close with ``await connection.close(code,
+    reason)``; the connection closes when the handler returns, and a
+    ``ConnectionClosed`` escaping it is the client leaving, not an error.
+    ``drop()``, ``close_all()``, ``stall()`` and ``stop()`` work on handled
+    connections too. Messages a handler reads are not recorded for it: call
+    :meth:`record` with the ones ``received`` and :meth:`wait_for_received`
+    should see.
+
+    ```python
+    async def orders(connection: ServerConnection) -> None:
+        async for message in connection:
+            server.record(message)
+            order = json.loads(message)
+            await connection.send(json.dumps({"id": order["id"], "status": "filled"}))
+
+
+    server = FlakyServer(handler=orders)
+    ```
+
+    Args:
+        mode: ``"echo"``, ``"stream"`` or ``"silent"``; ignored when ``handler`` is given.
+        handler: ``async def handler(connection: ServerConnection) -> None``, run for each connection
+            instead of the mode.
+        stream_interval: Seconds between two messages in ``"stream"`` mode.
+        port: The port to listen on; 0 picks a free one at the first start and keeps it.
+        subprotocols: Subprotocols the server accepts, in order of preference.
+        ssl: A server-side ``ssl.SSLContext``: serve ``wss://``.
+        history: How many received messages and handshake requests are kept.
+
+    Raises:
+        ValueError: ``mode`` is not one of the three.
     """
 
     def __init__(
@@ -284,6 +323,15 @@ class FlakyServer:
         """Wait until ``accepted`` connections were accepted in total and one is open."""
         await self.wait_for(lambda: self.accepted >= accepted and bool(self.connections), timeout)
 
+    def record(self, message: str | bytes) -> None:
+        """Add ``message`` to :attr:`received` and wake the waits on it (for a ``handler`` that reads messages).
+
+        Args:
+            message: A message the handler received.
+        """
+        _keep(self.received, message, self.history)
+        self._notify()
+
     async def wait_for_received(self, count: int, timeout: float = 5.0) -> None:
         """Wait until ``count`` messages were received in total."""
         await self.wait_for(lambda: len(self.received) >= count, timeout)
@@ -396,3 +444,27 @@ def _keep(records: list[T], item: T, history: int) -> None:
     records.append(item)
     if len(records) > history:
         del records[: len(records) - history]
+
+
+class FlakyServerFactory(Protocol):
+    """What the ``flaky_server_factory`` fixture gives: start a ``FlakyServer`` made with these arguments."""
+
+    def __call__(
+        self,
+        mode: Mode = "echo",
+        *,
+        handler: Handler | None = None,
+        stream_interval: float = 0.01,
+        subprotocols: list[str] | None = None,
+        **options: Any,
+    ) -> Awaitable[FlakyServer]:
+        """Start a ``FlakyServer(mode, handler=..., ...)`` and return it; it stops when the test ends.
+
+        Args:
+            mode: As for :class:`FlakyServer`.
+            handler: As for :class:`FlakyServer`.
+            stream_interval: As for :class:`FlakyServer`.
+            subprotocols: As for :class:`FlakyServer`.
+            **options: Any other argument of :class:`FlakyServer` (``ssl``, ``port``, ``history``).
+        """
+        ...
