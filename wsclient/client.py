@@ -343,6 +343,16 @@ class Client(Generic[M]):
         server that accepts, then closes with 1000), counts as open: its end
         is what ``recv()`` and ``wait_closed()`` report. Raises ``TimeoutError``
         after ``timeout`` seconds.
+
+        Args:
+            timeout: Seconds to wait at most; ``None``: no limit.
+
+        Raises:
+            TimeoutError: No session opened within ``timeout``.
+            FatalError: The client stopped because retrying cannot help.
+            GaveUp: The client stopped after ``max_attempts`` or ``max_outage``.
+            ClientClosed: The client was closed first.
+            RuntimeError: The client was not started.
         """
         if self._state is State.OPEN:
             return
@@ -369,6 +379,11 @@ class Client(Generic[M]):
 
         Returns when it stopped cleanly (the server closed with 1000, or
         ``close()`` was called); raises the ``FatalError``/``GaveUp`` that stopped it otherwise.
+
+        Raises:
+            FatalError: What stopped the client, when retrying could not help.
+            GaveUp: The client gave up after ``max_attempts`` or ``max_outage``.
+            RuntimeError: The client was not started.
         """
         task = self._task
         if task is None:
@@ -385,6 +400,13 @@ class Client(Generic[M]):
         bounds the whole call, whatever the server does: past it, or if the
         call is cancelled, the connection is dropped without a handshake.
         Messages that could not be sent stay available from :meth:`unsent`.
+
+        Args:
+            code: The close code: 1000 (normal), 1001 (going away) or an application code 3000-4999.
+            reason: The close reason, at most 123 bytes in UTF-8.
+
+        Raises:
+            ValueError: ``code`` or ``reason`` is not one a client may send.
         """
         if isinstance(code, bool) or not isinstance(code, int) or not (code in (1000, 1001) or 3000 <= code <= 4999):
             raise ValueError(f"code must be 1000, 1001 or an application code 3000-4999, got {code!r}")
@@ -569,6 +591,17 @@ class Client(Generic[M]):
         never sent later, counted in ``stats.expired`` and logged (``expired``).
         A ``str`` that is not valid Unicode raises ``UnicodeEncodeError`` and
         changes nothing.
+
+        Args:
+            message: A ``str`` (sent as a text frame) or ``bytes``-like object (a binary frame).
+            ttl: Seconds a buffered message may wait for a session; ``None``: no deadline.
+
+        Raises:
+            TypeError: ``message`` is neither ``str`` nor bytes-like.
+            UnicodeEncodeError: ``message`` is a ``str`` that is not valid Unicode.
+            ValueError: ``ttl`` is not a number of seconds > 0.
+            ClientClosed: The client is closed or closing.
+            BufferFull: The outbox is full while disconnected, with ``overflow="error"``.
         """
         payload, text = (message.encode(), True) if type(message) is str else to_payload(message)
         if ttl is not None:
@@ -673,6 +706,21 @@ class Client(Generic[M]):
         the session that carried it ends before the reply; ``ClientClosed``
         when the client is closed or closes first; ``ValueError`` if a request
         with ``key`` is already pending.
+
+        Args:
+            message: The request, as for :meth:`send`.
+            key: The key ``reply_key`` finds in the reply to this request.
+            timeout: Seconds to wait for the reply; ``None``: no limit.
+
+        Returns:
+            The reply, typed as the client's messages are.
+
+        Raises:
+            RequestTimeout: No reply within ``timeout``.
+            RequestInterrupted: The session that carried the request ended before the reply.
+            ClientClosed: The client is closed, or closes before the reply.
+            ValueError: A request with ``key`` is already pending.
+            RuntimeError: The client has no ``reply_key``.
         """
         requests = self._requests
         if requests is None:

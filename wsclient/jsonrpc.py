@@ -35,6 +35,12 @@ class JsonRpcError(wsclient.WsClientError):
     ``code``, ``message`` and ``data`` are the object's members (``data`` is
     ``None`` when absent); ``error`` is the whole object as received. A
     response that is not valid JSON-RPC raises this too, with code -32603.
+
+    Args:
+        code: The error's ``code``.
+        message: The error's ``message``.
+        data: The error's ``data``, or ``None``.
+        error: The whole error object as received.
     """
 
     def __init__(self, code: int, message: str, data: Any = None, error: Mapping[str, Any] | None = None) -> None:
@@ -58,6 +64,14 @@ class JsonRpc:
 
     ``timeout`` is the default of :meth:`call`. The client must have been made
     with ``reply_key=REPLY_KEY`` (or another that reads the ``id``).
+
+    Args:
+        target: A :class:`wsclient.Client` (with ``reply_key=REPLY_KEY``), or the
+            :class:`wsclient.Session` that ``on_connect`` was given.
+        timeout: The default ``timeout`` of :meth:`call`, in seconds; ``None``: no limit.
+
+    Raises:
+        TypeError: ``target`` has no ``request()``.
     """
 
     def __init__(self, target: _Requester, *, timeout: float | None = 10.0) -> None:
@@ -78,6 +92,18 @@ class JsonRpc:
         Raises what ``request()`` raises as well: ``RequestTimeout``,
         ``RequestInterrupted`` (the connection ended: the server may or may
         not have run the method), ``ClientClosed``.
+
+        Args:
+            method: The method's name.
+            params: Positional (a list) or named (a dict) parameters; ``None``: none.
+            timeout: Seconds to wait for the response; ``None``: no limit; left out: the ``JsonRpc``'s.
+
+        Returns:
+            The response's ``result``, decoded from JSON.
+
+        Raises:
+            JsonRpcError: The server answered with an error object, or with no valid response.
+            TypeError: ``method`` is not a ``str``, or ``params`` not a list, a dict or ``None``.
         """
         key = next(_ids)
         reply = await self._target.request(
@@ -86,7 +112,15 @@ class JsonRpc:
         return _result(reply)
 
     async def notify(self, method: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> None:
-        """Send a notification: a call without an ``id``, which the server does not answer."""
+        """Send a notification: a call without an ``id``, which the server does not answer.
+
+        Args:
+            method: The method's name.
+            params: Positional (a list) or named (a dict) parameters; ``None``: none.
+
+        Raises:
+            TypeError: ``method`` is not a ``str``, or ``params`` not a list, a dict or ``None``.
+        """
         await self._target.send(_encode(method, params, None))
 
 

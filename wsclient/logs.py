@@ -48,6 +48,12 @@ def redact_url(url: str) -> str:
 
     Redacting an already redacted URL changes nothing, so a URL bound to an
     event can go through :func:`redact_secrets` again.
+
+    Args:
+        url: Any URL.
+
+    Returns:
+        The URL, safe to log.
     """
     # The userinfo is cut off before parsing: a redacted one ("[redacted]@")
     # would read as a malformed IPv6 host.
@@ -85,7 +91,14 @@ def describe_error(exc: BaseException | None) -> str | None:
 
 
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Return a copy of ``headers`` with credentials (``Authorization``, ``Cookie``, tokens) redacted."""
+    """Return a copy of ``headers`` with credentials (``Authorization``, ``Cookie``, tokens) redacted.
+
+    Args:
+        headers: HTTP headers, by name.
+
+    Returns:
+        A new mapping, safe to log.
+    """
     return {
         name: REDACTED if name.lower() in _SECRET_HEADERS or _SECRET_NAME.search(name) else value
         for name, value in headers.items()
@@ -93,7 +106,18 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def redact_secrets(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """A structlog processor: redact ``url``/``uri`` values and ``headers`` mappings in an event."""
+    """A structlog processor: redact ``url``/``uri`` values and ``headers`` mappings in an event.
+
+    Add it to your own processors to redact your events as wsclient redacts its own.
+
+    Args:
+        logger: The wrapped logger (unused, as structlog passes it).
+        method_name: The name of the log method (unused, as structlog passes it).
+        event_dict: The event; changed in place.
+
+    Returns:
+        The same event, redacted.
+    """
     for key in ("url", "uri", "location"):
         value = event_dict.get(key)
         if isinstance(value, str):

@@ -30,6 +30,15 @@ def json_field(name: str) -> ReplyKey:
 
     A message that does not mention ``"name"`` is not parsed at all; one that
     is not a JSON object, or whose field is a list or an object, answers no request.
+
+    Args:
+        name: The field that carries the request's key.
+
+    Returns:
+        A ``reply_key`` for :class:`wsclient.Client`.
+
+    Raises:
+        TypeError: ``name`` is not a non-empty ``str``.
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty str, got {name!r}")

@@ -437,15 +437,42 @@ class Session:
         return self._session.is_open
 
     def send(self, message: Data, *, timeout: float | None = None) -> None:
-        """Send on this connection now (no buffering); raises ``ConnectionClosed`` if it is gone."""
+        """Send on this connection now (no buffering); raises ``ConnectionClosed`` if it is gone.
+
+        Args:
+            message: A ``str`` (a text frame) or ``bytes`` (a binary frame).
+            timeout: Seconds to wait at most; ``None``: no limit.
+
+        Raises:
+            websockets.exceptions.ConnectionClosed: The connection is closed or closing.
+            TimeoutError: The send did not finish within ``timeout``.
+        """
         self._portal.call(timeout, self._session.send, message)
 
     def recv(self, timeout: float | None = None) -> Data:
-        """Receive the next message of this connection; ``TimeoutError`` after ``timeout`` seconds."""
+        """Receive the next message of this connection; ``TimeoutError`` after ``timeout`` seconds.
+
+        Args:
+            timeout: Seconds to wait at most; ``None``: no limit.
+
+        Raises:
+            TimeoutError: No message within ``timeout``.
+            websockets.exceptions.ConnectionClosed: The connection ended.
+        """
         return self._portal.call(timeout, self._session.recv)
 
     def request(self, message: Data, *, key: Hashable, timeout: float | None = 10.0) -> Data:
-        """Send on this connection and return the reply matched to ``key``, as :meth:`wsclient.Session.request`."""
+        """Send on this connection and return the reply matched to ``key``, as :meth:`wsclient.Session.request`.
+
+        Args:
+            message: The request.
+            key: The key ``reply_key`` finds in the reply.
+            timeout: Seconds to wait for the reply; ``None``: no limit.
+
+        Raises:
+            RequestTimeout: No reply within ``timeout``.
+            RequestInterrupted: The session ended before the reply.
+        """
         return self._portal.call(_grace(timeout), partial(self._session.request, message, key=key, timeout=timeout))
 
 
@@ -687,6 +714,15 @@ class Client(Generic[M]):
         """Wait until a session is open; raise why the client stopped if it stops first.
 
         Raises ``TimeoutError`` after ``timeout`` seconds.
+
+        Args:
+            timeout: Seconds to wait at most; ``None``: no limit.
+
+        Raises:
+            TimeoutError: No session opened within ``timeout``.
+            FatalError: The client stopped because retrying cannot help.
+            GaveUp: The client stopped after ``max_attempts`` or ``max_outage``.
+            RuntimeError: The client was not started.
         """
         self._check_started()
         portal = self._portal
@@ -704,6 +740,15 @@ class Client(Generic[M]):
 
         Returns when it stopped cleanly; raises the ``FatalError``/``GaveUp``
         that stopped it otherwise, and ``TimeoutError`` after ``timeout`` seconds.
+
+        Args:
+            timeout: Seconds to wait at most; ``None``: no limit.
+
+        Raises:
+            TimeoutError: The client still runs after ``timeout``.
+            FatalError: What stopped the client, when retrying could not help.
+            GaveUp: The client gave up after ``max_attempts`` or ``max_outage``.
+            RuntimeError: The client was not started, or this is a callback.
         """
         self._check_started()
         self._check_not_callback("wait_closed")
@@ -719,6 +764,15 @@ class Client(Generic[M]):
         The close itself is bounded by ``close_timeout``; ``timeout`` bounds the
         wait for callbacks still queued to finish (``TimeoutError``). Called
         from a callback, it returns once the connection closed.
+
+        Args:
+            code: The close code: 1000, 1001 or an application code 3000-4999.
+            reason: The close reason, at most 123 bytes in UTF-8.
+            timeout: Seconds to wait for queued callbacks to finish; ``None``: no limit.
+
+        Raises:
+            ValueError: ``code`` or ``reason`` is not one a client may send.
+            TimeoutError: Callbacks still ran after ``timeout``.
         """
         portal = self._portal
         if portal.loop_thread is None:
@@ -769,6 +823,16 @@ class Client(Generic[M]):
 
         Raises ``ClientClosed`` once the client stopped cleanly and every
         received message was read, or the ``FatalError``/``GaveUp`` that stopped it.
+
+        Args:
+            timeout: Seconds to wait at most; ``None``: no limit.
+
+        Raises:
+            TimeoutError: No message within ``timeout``.
+            ClientClosed: The client stopped cleanly and every message was read.
+            FatalError: What stopped the client, when retrying could not help.
+            GaveUp: The client gave up.
+            RuntimeError: ``on_message`` is set, the client was not started, or this is a callback.
         """
         if self._on_message is not None:
             raise RuntimeError("recv() is not available when on_message is set: messages go to the handler")
@@ -798,6 +862,17 @@ class Client(Generic[M]):
         (``TimeoutError``; the message may then still go out). Each thread's
         messages go out in the order that thread sent them. ``ttl`` is the
         asyncio client's: a buffered message not written within it is never sent.
+
+        Args:
+            message: A ``str`` (a text frame) or ``bytes`` (a binary frame).
+            ttl: Seconds a buffered message may wait for a session; ``None``: no deadline.
+            timeout: Seconds to wait at most; ``None``: no limit.
+
+        Raises:
+            TimeoutError: ``send()`` still waited after ``timeout``.
+            ClientClosed: The client is closed or closing.
+            BufferFull: The outbox is full while disconnected, with ``overflow="error"``.
+            RuntimeError: The client was not started.
         """
         self._check_started()
         self._portal.call(timeout, self._client.send, message, ttl=ttl)
@@ -808,6 +883,16 @@ class Client(Generic[M]):
         Raises ``RequestTimeout`` after ``timeout`` seconds (a message still
         buffered then is never sent), ``RequestInterrupted`` at once if the
         session that carried it ends, ``ClientClosed`` if the client closes.
+
+        Args:
+            message: The request, as for :meth:`send`.
+            key: The key ``reply_key`` finds in the reply.
+            timeout: Seconds to wait for the reply; ``None``: no limit.
+
+        Raises:
+            RequestTimeout: No reply within ``timeout``.
+            RequestInterrupted: The session that carried the request ended first.
+            ClientClosed: The client is closed, or closes first.
         """
         self._check_started()
         reply: M = self._portal.call(_grace(timeout), partial(self._client.request, message, key=key, timeout=timeout))
