@@ -11,14 +11,62 @@ import pytest
 pytest_plugins = ["pytester"]
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "test_my_bot.py"
-PLAIN = ("-p", "no:cacheprovider", "-W", "error", "-o", "asyncio_default_fixture_loop_scope=function")
+PLAIN = ("-p", "no:cacheprovider", "-W", "error")
+"""pytest-asyncio's default settings: no loop scope configured, and any warning fails the run."""
 
 
 @pytest.mark.parametrize("mode", ["strict", "auto"])
 def test_fixtures_work_in_both_asyncio_modes(pytester: pytest.Pytester, mode: str) -> None:
     shutil.copy(EXAMPLE, pytester.path / "test_my_bot.py")
     result = pytester.runpytest_subprocess(f"--asyncio-mode={mode}", *PLAIN)
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)
+
+
+@pytest.mark.parametrize(
+    ("option", "scope"), [((), "function"), (("-o", "asyncio_default_fixture_loop_scope=module"), "module")]
+)
+def test_the_loop_scope_a_project_left_unset_is_function_and_a_set_one_is_kept(
+    pytester: pytest.Pytester, option: tuple[str, ...], scope: str
+) -> None:
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    result = pytester.runpytest_subprocess(*PLAIN, *option)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"*asyncio_default_fixture_loop_scope={scope}*"])
+    result.stdout.no_fnmatch_line("*PytestDeprecationWarning*")
+
+
+def test_the_factory_starts_servers_with_a_handler_and_stops_them_after_the_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        textwrap.dedent(
+            """
+            import pytest
+            import wsclient
+            from wsclient.testing import FlakyServer, FlakyServerFactory
+
+            started = []
+
+            @pytest.mark.asyncio
+            async def test_handler(flaky_server_factory: FlakyServerFactory) -> None:
+                async def shout(connection):
+                    async for message in connection:
+                        server.record(message)
+                        await connection.send(message.upper())
+
+                server = await flaky_server_factory(handler=shout)
+                silent = await flaky_server_factory("silent")
+                started.extend([server, silent])
+                async with wsclient.Client(server.url, close_timeout=0.5) as client:
+                    await client.send("hello")
+                    assert await client.recv() == "HELLO"
+                await server.wait_for_received(1)
+                assert server.received == ["hello"] and silent.running
+
+            def test_after() -> None:
+                assert [server.running for server in started] == [False, False]
+            """
+        )
+    )
+    pytester.runpytest_subprocess("--asyncio-mode=strict", *PLAIN).assert_outcomes(passed=2)
 
 
 def test_fixtures_are_listed_from_the_installed_plugin(pytester: pytest.Pytester) -> None:
@@ -26,6 +74,7 @@ def test_fixtures_are_listed_from_the_installed_plugin(pytester: pytest.Pytester
     # Each on its own: pytest lists them in the order of their "path:line" as text.
     result.stdout.fnmatch_lines(["flaky_server -- *wsclient?testing?plugin.py*"])
     result.stdout.fnmatch_lines(["fault_proxy -- *wsclient?testing?plugin.py*"])
+    result.stdout.fnmatch_lines(["flaky_server_factory -- *wsclient?testing?plugin.py*"])
 
 
 def test_a_project_fixture_named_server_lives_beside_the_plugin(pytester: pytest.Pytester) -> None:

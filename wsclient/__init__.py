@@ -33,7 +33,8 @@ from .replies import json_field
 from .session import Session
 from .stats import Outage, Stats
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+"""The version of this package: the one place it is written (the build reads it from here)."""
 
 __all__ = [
     "Action",

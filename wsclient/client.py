@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from .backoff import Backoff
 from .buffers import Deliver, Envelope, Inbox, Outbox, SessionStart
 from .config import (
+    DEFAULT_COMPRESSION,
     ClientConfig,
     CloseActions,
     Data,
@@ -43,9 +44,6 @@ HANDLER_ERROR_LOG_INTERVAL = 10.0
 """Seconds between two log events about a failing ``on_message``: the first one carries the traceback."""
 
 __all__ = ["Client"]
-
-_DEFAULT_COMPRESSION: Any = object()
-"""``compression`` left out: ``"deflate"`` on websockets, ``None`` on picows."""
 
 _DATA_TYPES = (str, bytes, bytearray, memoryview)
 
@@ -166,13 +164,98 @@ class Client(Generic[M]):
         headers: HeadersSource | None = None,
         subprotocols: Sequence[str] | None = None,
         ssl: ssl_module.SSLContext | None = None,
-        compression: Any = _DEFAULT_COMPRESSION,
+        compression: Any = DEFAULT_COMPRESSION,
         max_size: int | None = 2**20,
         max_queue: int = 16,
         transport: Literal["websockets", "picows"] = "websockets",
         proxy: ProxySetting = True,
     ) -> None:
-        if compression is _DEFAULT_COMPRESSION:
+        """Check every argument and make the client; nothing connects until ``start()`` or ``async with``.
+
+        Args:
+            url: A ``ws://`` or ``wss://`` URL, or a callable (plain or async) returning one, called before
+                every attempt (signed URLs).
+            text: Every message is a ``str``: binary frames are decoded as UTF-8 (one that is not ends the
+                session with 1007, fatal). Typed: ``Client(url, text=True)`` is a ``Client[str]``, so
+                ``recv()``, ``async for`` and ``on_message(message: str)`` type-check as ``str``; without it
+                they are ``str | bytes``.
+            decode: ``False``: text messages arrive as the ``bytes`` the server sent, neither decoded nor
+                checked as UTF-8 (binary stay ``bytes``), for a parser that reads bytes such as
+                ``orjson.loads``; saves making a ``str`` per message. Typed: ``Client(url, decode=False)``
+                is a ``Client[bytes]``. Contradicts ``text=True`` (``ValueError``).
+            on_connect: ``async def on_connect(session)`` (or a partial of one, or an object with an async
+                ``__call__``; a plain function is a ``TypeError``): authenticate and subscribe on every
+                fresh session, before buffered sends go out; ``session.send()``/``session.recv()``/
+                ``session.request()`` talk to that connection directly.
+            on_message: A handler (plain or async) called with each message instead of ``recv()``/iteration;
+                what it raises is logged and counted in ``stats.handler_errors``, not fatal.
+            on_disconnect: ``async def on_disconnect(end)`` called with the ``SessionEnd`` of every session
+                that opened, after its pending requests failed and before the policy decides; bounded by
+                ``close_timeout``; a connection error it raises is logged, anything else is a
+                ``CallbackError``.
+            reply_key: ``callable(message) -> key or None`` that matches replies to ``request()``, e.g.
+                ``wsclient.json_field("id")``; called only while a request is pending; one that raises is
+                logged once and means "not a reply".
+            backoff: Delays between attempts, a :class:`Backoff`: ``initial=0.5``, ``maximum=30``,
+                ``multiplier=2``, ``jitter=True`` (full jitter), ``stable_after=10`` (seconds a session must
+                last before the delays start again from ``initial``), ``overload_delay=5``,
+                ``max_retry_after=300``.
+            max_attempts: Give up (``GaveUp``) after this many failed attempts in a row: a connection that
+                failed, or a session that dropped before ``Backoff.stable_after``; ``None``: never.
+            max_outage: Give up after the client has been without an open session for this many seconds
+                (short sessions in between restart the count; the first connect counts); ``None``: never.
+            heartbeat: A :class:`Heartbeat`: ``interval=20``, ``timeout=10``, ``message=None`` (a protocol
+                ping; a str/bytes/callable sends an application ping such as ``'{"op":"ping"}'``),
+                ``missed_pongs=3`` (a late pong is forgiven while data keeps arriving, this many times in a
+                row). Writes that stay blocked for a whole ``timeout`` with nothing taken by the server end
+                the session as ``write_stalled``. ``None`` turns it off (and with it that detection). Reading
+                paused because the application is not consuming never counts against the server;
+                websockets' own keepalive is always off.
+            idle_timeout: End the session when no data arrived for this many seconds (a feed that went
+                quiet is dead); ``None``: never.
+            reconnect_on_normal_close: Reconnect after the server closes with 1000 (or 1005, no code)
+                instead of stopping.
+            close_actions: ``{code: action}`` overrides of the close policy (an :class:`Action` or
+                ``"reconnect"``, ``"stop"``, ``"fatal"``), or a callable over the whole ``SessionEnd``
+                returning an action or ``None`` for the default.
+            classify_error: ``callable(exc) -> Action | None`` override of the connect-error policy;
+                ``None`` keeps the default.
+            max_buffered: Messages ``send()`` may buffer while disconnected.
+            overflow: When the outbox is full while disconnected: ``"error"`` (raise ``BufferFull``),
+                ``"drop_oldest"`` (counted in ``stats.dropped``), or ``"wait"``.
+            inbox_size: Received messages waiting for ``recv()``; when full the session stops reading (TCP
+                backpressure), which is not mistaken for a dead peer. On picows the messages of one read
+                from the socket are taken whole, and reading resumes once the reader took the inbox down to
+                half; the same bound applies to what arrives while ``on_connect`` runs.
+            open_timeout: Seconds for TCP, TLS and the handshake; ``on_connect`` gets as long again (a hook
+                that hangs fails the attempt). ``None``: no limit.
+            close_timeout: Bound of ``close()`` as a whole (flush and close handshake together) and of a
+                server-initiated close; after it the transport is aborted.
+            headers: Extra handshake headers, or a callable (plain or async) returning them before every
+                attempt (fresh tokens). ``Authorization`` and ``Cookie`` never reach a log.
+            subprotocols: Subprotocols to offer.
+            ssl: An ``ssl.SSLContext`` for ``wss://``; by default one default context per client, reused on
+                every reconnect.
+            compression: ``"deflate"`` (permessage-deflate) or ``None`` (less memory per connection). The
+                default is ``"deflate"`` on websockets and ``None`` on picows, which has no
+                permessage-deflate: ``"deflate"`` with ``transport="picows"`` is a ``ValueError``.
+            max_size: Largest message accepted, in bytes after decompression (1 MiB by default); a bigger
+                one fails the connection with 1009 (fatal). With permessage-deflate a compressed frame may be
+                a little larger than the message (incompressible data grows): that never makes a message
+                under ``max_size`` fatal. ``None``: no limit.
+            max_queue: Frames websockets buffers before it stops reading (the websockets transport; picows
+                hands each message to the inbox as it is parsed).
+            transport: The library under every session: ``"websockets"``, or ``"picows"`` (the ``fast``
+                extra) for several times the receive throughput.
+
+        Raises:
+            TypeError: An argument of the wrong type, named in the message (a plain function as
+                ``on_connect``, say).
+            ValueError: An argument out of range or contradicting another, named in the message (a URL
+                that is not ``ws://``/``wss://``, ``text=True`` with ``decode=False``, ``transport="picows"``
+                without picows installed).
+        """
+        if compression is DEFAULT_COMPRESSION:
             # picows has no permessage-deflate: its default is no compression, and asking for it is an error.
             compression = None if transport == "picows" else "deflate"
         self.config = ClientConfig(
@@ -298,6 +381,16 @@ class Client(Generic[M]):
         server that accepts, then closes with 1000), counts as open: its end
         is what ``recv()`` and ``wait_closed()`` report. Raises ``TimeoutError``
         after ``timeout`` seconds.
+
+        Args:
+            timeout: Seconds to wait at most; ``None``: no limit.
+
+        Raises:
+            TimeoutError: No session opened within ``timeout``.
+            FatalError: The client stopped because retrying cannot help.
+            GaveUp: The client stopped after ``max_attempts`` or ``max_outage``.
+            ClientClosed: The client was closed first.
+            RuntimeError: The client was not started.
         """
         check_timeout("timeout", timeout)
         if self._state is State.OPEN:
@@ -325,6 +418,11 @@ class Client(Generic[M]):
 
         Returns when it stopped cleanly (the server closed with 1000, or
         ``close()`` was called); raises the ``FatalError``/``GaveUp`` that stopped it otherwise.
+
+        Raises:
+            FatalError: What stopped the client, when retrying could not help.
+            GaveUp: The client gave up after ``max_attempts`` or ``max_outage``.
+            RuntimeError: The client was not started.
         """
         task = self._task
         if task is None:
@@ -341,6 +439,13 @@ class Client(Generic[M]):
         bounds the whole call, whatever the server does: past it, or if the
         call is cancelled, the connection is dropped without a handshake.
         Messages that could not be sent stay available from :meth:`unsent`.
+
+        Args:
+            code: The close code: 1000 (normal), 1001 (going away) or an application code 3000-4999.
+            reason: The close reason, at most 123 bytes in UTF-8.
+
+        Raises:
+            ValueError: ``code`` or ``reason`` is not one a client may send.
         """
         if isinstance(code, bool) or not isinstance(code, int) or not (code in (1000, 1001) or 3000 <= code <= 4999):
             raise ValueError(f"code must be 1000, 1001 or an application code 3000-4999, got {code!r}")
@@ -560,6 +665,17 @@ class Client(Generic[M]):
         never sent later, counted in ``stats.expired`` and logged (``expired``).
         A ``str`` that is not valid Unicode raises ``UnicodeEncodeError`` and
         changes nothing.
+
+        Args:
+            message: A ``str`` (sent as a text frame) or ``bytes``-like object (a binary frame).
+            ttl: Seconds a buffered message may wait for a session; ``None``: no deadline.
+
+        Raises:
+            TypeError: ``message`` is neither ``str`` nor bytes-like.
+            UnicodeEncodeError: ``message`` is a ``str`` that is not valid Unicode.
+            ValueError: ``ttl`` is not a number of seconds > 0.
+            ClientClosed: The client is closed or closing.
+            BufferFull: The outbox is full while disconnected, with ``overflow="error"``.
         """
         payload, text = (message.encode(), True) if type(message) is str else to_payload(message)
         if ttl is not None:
@@ -668,6 +784,22 @@ class Client(Generic[M]):
         reply could only come after the callback returned (in ``on_connect``,
         :meth:`wsclient.Session.request` is the way). In ``on_message`` it
         works on both transports: replies are read while the handler waits.
+
+        Args:
+            message: The request, as for :meth:`send`.
+            key: The key ``reply_key`` finds in the reply to this request.
+            timeout: Seconds to wait for the reply; ``None``: no limit.
+
+        Returns:
+            The reply, typed as the client's messages are.
+
+        Raises:
+            RequestTimeout: No reply within ``timeout``.
+            RequestInterrupted: The session that carried the request ended before the reply.
+            ClientClosed: The client is closed, or closes before the reply.
+            ValueError: A request with ``key`` is already pending.
+            RuntimeError: The client has no ``reply_key``, was never started, or the call is made in
+                ``on_connect`` or ``on_disconnect``.
         """
         if not self._observers.all:
             return await self._request(message, key, timeout)

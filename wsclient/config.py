@@ -34,6 +34,8 @@ __all__ = [
     "OnDisconnect",
     "Overflow",
     "UrlSource",
+    "DEFAULT_COMPRESSION",
+    "Default",
     "check_timeout",
     "check_url",
 ]
@@ -48,6 +50,26 @@ Overflow: TypeAlias = Literal["error", "drop_oldest", "wait"]
 ActionName: TypeAlias = Literal["reconnect", "stop", "fatal"]
 CloseActions: TypeAlias = Mapping[int, Action | ActionName] | Callable[[Any], "Action | ActionName | None"]
 """Per-code actions, or a callable over the whole ``SessionEnd`` returning an action or ``None`` for the default."""
+
+
+class Default:
+    """A default that depends on other arguments, shown by ``help()`` as what it stands for.
+
+    Args:
+        meaning: What ``repr()`` returns, e.g. ``'deflate' (None on picows)``.
+    """
+
+    __slots__ = ("_meaning",)
+
+    def __init__(self, meaning: str) -> None:
+        self._meaning = meaning
+
+    def __repr__(self) -> str:
+        return self._meaning
+
+
+DEFAULT_COMPRESSION: Any = Default("'deflate' (None on picows)")
+"""``compression`` left out: ``"deflate"`` on websockets, ``None`` on picows (which has no permessage-deflate)."""
 
 _OVERFLOWS = ("error", "drop_oldest", "wait")
 _COMPRESSIONS = ("deflate", None)

@@ -75,6 +75,11 @@ class FatalCloseError(FatalError):
     ``closed_by`` is ``"server"`` when the peer sent the close frame and
     ``"client"`` when this side failed the connection (for example a message
     over ``max_size`` gives 1009, invalid UTF-8 gives 1007).
+
+    Args:
+        code: The close code that mattered.
+        reason: The close reason.
+        closed_by: ``"server"`` or ``"client"``: the side that closed.
     """
 
     def __init__(self, code: int, reason: str = "", closed_by: str = "server") -> None:
@@ -92,6 +97,10 @@ class HandshakeRejected(FatalError):
 
     ``headers`` are the response's headers, looked up case-insensitively
     (``headers.get("WWW-Authenticate")`` finds ``www-authenticate``).
+
+    Args:
+        status: The HTTP status, such as 401 or 404.
+        headers: The response's headers.
     """
 
     def __init__(self, status: int, headers: Mapping[str, str] | Headers | None = None) -> None:
@@ -140,6 +149,10 @@ class CallbackError(FatalError):
     ``callback`` names it (``"on_connect"``, ``"url"``, ``"headers"``,
     ``"Heartbeat.message"``, ``"classify_error"``, ``"close_actions"``); the
     original exception is chained as ``__cause__``.
+
+    Args:
+        callback: The name of the callable that raised.
+        error: What it raised.
     """
 
     def __init__(self, callback: str, error: BaseException) -> None:
@@ -162,6 +175,10 @@ class GaveUp(WsClientError):
     """Reconnecting stopped: ``max_attempts`` or ``max_outage`` was reached.
 
     The last error is chained as ``__cause__``.
+
+    Args:
+        attempts: Failed attempts in a row.
+        elapsed: Seconds since the outage began.
     """
 
     def __init__(self, attempts: int, elapsed: float, limit: str = "", last_error: str = "") -> None:
@@ -178,6 +195,11 @@ class ClientClosed(WsClientError):
     """``recv()`` or ``send()`` on a client that has stopped.
 
     ``code`` and ``reason`` describe the close that stopped it, when there was one.
+
+    Args:
+        message: What the error says.
+        code: The close code that stopped the client, if any.
+        reason: The close reason that stopped the client.
     """
 
     def __init__(self, message: str = "client is closed", code: int | None = None, reason: str = "") -> None:
@@ -187,7 +209,11 @@ class ClientClosed(WsClientError):
 
 
 class BufferFull(WsClientError):
-    """``send()`` while disconnected found the outbox full (``max_buffered`` messages)."""
+    """``send()`` while disconnected found the outbox full (``max_buffered`` messages).
+
+    Args:
+        limit: ``max_buffered``: how many messages the outbox holds.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -200,6 +226,11 @@ class RequestTimeout(WsClientError, TimeoutError):
     ``sent`` tells whether the message was handed to a connection: when it was
     still buffered, it was removed from the outbox and is never sent. A reply
     that arrives later is not lost: it flows to ``recv()``/``on_message``.
+
+    Args:
+        key: The request's key.
+        timeout: The timeout that ran out, in seconds.
+        sent: Whether the message was handed to a connection.
     """
 
     def __init__(self, key: object, timeout: float, sent: bool) -> None:
@@ -217,6 +248,11 @@ class RequestInterrupted(WsClientError):
     acknowledgement proves it. ``end`` is how the session ended (a
     :class:`~wsclient.SessionEnd`) and ``session_id`` which one it was. Raised
     from ``on_connect``, it reconnects like a lost connection does.
+
+    Args:
+        key: The request's key.
+        session_id: The session that carried it, such as ``"s3"``.
+        end: How the session ended: a :class:`~wsclient.SessionEnd`, or ``None`` when unknown.
     """
 
     def __init__(self, key: object, session_id: str, end: object = None) -> None:

@@ -81,6 +81,13 @@ class SessionEnd:
     ``code`` is the close code that matters: the one received from the server
     when it closed, the one this side sent when it failed the connection, and
     1006 when no close frame went either way.
+
+    Attributes:
+        code: The close code that mattered (1006 when no close frame went either way).
+        reason: The close reason, ``""`` when none.
+        closed_by: Which side closed: :class:`ClosedBy`.
+        cause: Why the session ended: :class:`Cause`.
+        duration: Seconds the session lasted.
     """
 
     code: int

@@ -57,6 +57,14 @@ class Heartbeat:
     of a protocol ping, and any inbound data within ``timeout`` counts as the
     answer. ``message`` may be a callable returning the message, for servers
     that want a fresh timestamp.
+
+    Attributes:
+        interval: Seconds between two pings (or application messages).
+        timeout: Seconds to wait for a pong, or any data, after a ping; also the time writes may stay
+            blocked with nothing taken before the session ends as ``write_stalled``.
+        message: ``None`` for a protocol ping; a ``str``/``bytes`` (or a callable returning one) for an
+            application ping such as ``'{"op": "ping"}'``, answered by any inbound data.
+        missed_pongs: Late pongs forgiven in a row while data keeps arriving.
     """
 
     interval: float = 20.0

@@ -17,13 +17,15 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Protocol
 
 import wsclient
+from wsclient.config import Default
 
 __all__ = ["REPLY_KEY", "JsonRpc", "JsonRpcError"]
 
 REPLY_KEY = wsclient.json_field("id")
 """The ``reply_key`` of a client that makes JSON-RPC calls: a response's ``id``."""
 
-_DEFAULT: Any = object()
+_DEFAULT: Any = Default("<the JsonRpc's timeout>")
+"""``timeout`` left out of :meth:`JsonRpc.call`: the ``timeout`` the ``JsonRpc`` was made with."""
 _ids = itertools.count(1)
 """Ids shared by every ``JsonRpc`` in the process, so two of them on one client never collide."""
 
@@ -36,6 +38,12 @@ class JsonRpcError(wsclient.WsClientError):
     response that is not valid JSON-RPC raises this too, with code -32603: an
     error object whose ``code`` is not an integer (``true`` and ``1.0``
     included) is such a response.
+
+    Args:
+        code: The error's ``code``.
+        message: The error's ``message``.
+        data: The error's ``data``, or ``None``.
+        error: The whole error object as received.
     """
 
     def __init__(self, code: int, message: str, data: Any = None, error: Mapping[str, Any] | None = None) -> None:
@@ -59,6 +67,14 @@ class JsonRpc:
 
     ``timeout`` is the default of :meth:`call`. The client must have been made
     with ``reply_key=REPLY_KEY`` (or another that reads the ``id``).
+
+    Args:
+        target: A :class:`wsclient.Client` (with ``reply_key=REPLY_KEY``), or the
+            :class:`wsclient.Session` that ``on_connect`` was given.
+        timeout: The default ``timeout`` of :meth:`call`, in seconds; ``None``: no limit.
+
+    Raises:
+        TypeError: ``target`` has no ``request()``.
     """
 
     def __init__(self, target: _Requester, *, timeout: float | None = 10.0) -> None:
@@ -79,6 +95,18 @@ class JsonRpc:
         Raises what ``request()`` raises as well: ``RequestTimeout``,
         ``RequestInterrupted`` (the connection ended: the server may or may
         not have run the method), ``ClientClosed``.
+
+        Args:
+            method: The method's name.
+            params: Positional (a list) or named (a dict) parameters; ``None``: none.
+            timeout: Seconds to wait for the response; ``None``: no limit; left out: the ``JsonRpc``'s.
+
+        Returns:
+            The response's ``result``, decoded from JSON.
+
+        Raises:
+            JsonRpcError: The server answered with an error object, or with no valid response.
+            TypeError: ``method`` is not a ``str``, or ``params`` not a list, a dict or ``None``.
         """
         key = next(_ids)
         reply = await self._target.request(
@@ -87,7 +115,15 @@ class JsonRpc:
         return _result(reply)
 
     async def notify(self, method: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> None:
-        """Send a notification: a call without an ``id``, which the server does not answer."""
+        """Send a notification: a call without an ``id``, which the server does not answer.
+
+        Args:
+            method: The method's name.
+            params: Positional (a list) or named (a dict) parameters; ``None``: none.
+
+        Raises:
+            TypeError: ``method`` is not a ``str``, or ``params`` not a list, a dict or ``None``.
+        """
         await self._target.send(_encode(method, params, None))
 
 

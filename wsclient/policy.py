@@ -134,6 +134,15 @@ def close_action(
     code ranges. The code is the one that mattered (see :class:`SessionEnd`),
     so a server that makes this side fail the connection (1009, 1007) does
     not get an endless loop.
+
+    Args:
+        end: How the session ended: the code that mattered, who closed, the cause.
+        reconnect_on_normal_close: Reconnect after a server's 1000 or 1005 instead of stopping.
+        overrides: ``{code: Action}``, or a callable over ``end`` returning an action or ``None`` for the
+            default, as ``Client(close_actions=...)`` takes.
+
+    Returns:
+        What the supervisor does next.
     """
     if end.cause is Cause.USER_CLOSE:
         return Action.STOP
@@ -160,6 +169,14 @@ def connect_action(exc: BaseException, classify: ErrorClassifier | None = None) 
 
     The order matters: ``ssl.SSLCertVerificationError`` is an ``OSError`` and
     an HTTP rejection is an ``InvalidHandshake``, so the specific rules come first.
+
+    Args:
+        exc: What the attempt raised (OS, TLS, handshake or timeout error).
+        classify: A callable returning an action for ``exc``, or ``None`` for the default, as
+            ``Client(classify_error=...)`` takes.
+
+    Returns:
+        ``Action.RECONNECT`` to retry with backoff, ``Action.FATAL`` to stop at once.
     """
     if classify is not None:
         action = classify(exc)

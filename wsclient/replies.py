@@ -34,6 +34,15 @@ def json_field(name: str) -> ReplyKey:
     is not a JSON object, or whose field is a list or an object, answers no
     request, nor does one nested too deeply for Python's parser (a
     ``RecursionError`` is the message's fault, not the application's).
+
+    Args:
+        name: The field that carries the request's key.
+
+    Returns:
+        A ``reply_key`` for :class:`wsclient.Client`.
+
+    Raises:
+        TypeError: ``name`` is not a non-empty ``str``.
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty str, got {name!r}")

@@ -178,6 +178,7 @@ class Session:
     ) -> None:
         self.number = next(_session_numbers)
         self.id = f"s{self.number}"
+        """The session's name in logs, stats and errors, such as ``"s3"``."""
         self.transport = transport
         """The connection as the session sees it (see :mod:`wsclient.transports`)."""
         self.connection: Any = transport.raw
@@ -237,6 +238,13 @@ class Session:
         connection then breaks, or the call is cancelled while the write
         drains, it counts in ``stats.sends_interrupted``. A ``str`` that is not
         valid Unicode raises ``UnicodeEncodeError`` before anything is written.
+
+        Args:
+            message: A ``str`` (a text frame) or bytes-like object (a binary frame).
+
+        Raises:
+            websockets.exceptions.ConnectionClosed: The connection is closed or closing.
+            TypeError: ``message`` is neither ``str`` nor bytes-like.
         """
         payload, text = to_payload(message)
         send = self.transport.send
@@ -252,7 +260,11 @@ class Session:
             count_write(self._stats, written)
 
     async def recv(self) -> Data:
-        """Receive the next message of this connection (only before the consumer starts)."""
+        """Receive the next message of this connection (only before the consumer starts).
+
+        Raises:
+            websockets.exceptions.ConnectionClosed: The connection ended.
+        """
         if self._held is not None:
             # A request in on_connect started a reader: messages that are no reply wait for us there.
             return await self._held.get()
@@ -267,6 +279,17 @@ class Session:
         are no reply stay for ``recv()`` in ``on_connect``, then for the stream.
         Raises ``RequestTimeout`` after ``timeout`` seconds and ``RequestInterrupted``
         at once if this session ends (also when it had already ended).
+
+        Args:
+            message: The request, as for :meth:`send`.
+            key: The key ``reply_key`` finds in the reply.
+            timeout: Seconds to wait for the reply; ``None``: no limit.
+
+        Raises:
+            RequestTimeout: No reply within ``timeout``.
+            RequestInterrupted: The session ended before the reply.
+            ValueError: A request with ``key`` is already pending.
+            RuntimeError: The client has no ``reply_key``.
         """
         requests = self._requests
         if requests is None:

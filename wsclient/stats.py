@@ -19,7 +19,14 @@ MAX_OUTAGES = 1000
 
 @dataclass(slots=True)
 class Outage:
-    """One period without a live session. Times are wall-clock epoch seconds."""
+    """One period without a live session. Times are wall-clock epoch seconds.
+
+    Attributes:
+        start: When the session was lost (or the first attempt began).
+        cause: Why: the cause of the session's end, or of the first failed attempt.
+        end: When a session opened again; ``None`` while the outage lasts.
+        attempts: Connection attempts during the outage.
+    """
 
     start: float
     cause: Cause
@@ -63,12 +70,17 @@ class Stats:
     handler_errors: int = 0
     """Exceptions raised by ``on_message`` (logged, rate-limited; the stream goes on)."""
     last_close_code: int | None = None
+    """The close code of the last session that ended (the one that mattered, see ``SessionEnd``)."""
     last_close_reason: str = ""
+    """The close reason of the last session that ended."""
     last_closed_by: ClosedBy | None = None
+    """Which side closed the last session that ended."""
     last_cause: Cause | None = None
+    """Why the last session ended."""
     down_since: float | None = None
     """Since when (epoch seconds) the client has had no open session, first connect included; ``None`` while open."""
     outages_total: int = 0
+    """Outages since the client started, including those no longer kept in ``outages``."""
     _outages: deque[Outage] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property

@@ -32,24 +32,28 @@ import contextlib
 import contextvars
 import inspect
 import os
+import ssl as ssl_module
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterator, Mapping, Sequence
 from functools import partial
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack, overload
 
 import structlog
+from typing_extensions import TypeVar as DefaultTypeVar
 
 import wsclient
-from wsclient.config import check_timeout
+from wsclient.config import DEFAULT_COMPRESSION, CloseActions, Overflow, check_timeout
 
 __all__ = ["Client", "Session"]
 
 T = TypeVar("T")
 Data = wsclient.Data
+M = DefaultTypeVar("M", str, bytes, Data, default=Data)
+"""What the client delivers: ``str`` with ``text=True``, ``bytes`` with ``decode=False``, else ``str | bytes``."""
 
 _CALLBACKS = ("on_connect", "on_message", "on_disconnect", "on_state_change", "url", "headers")
 """Arguments that may be plain functions, run in the callback thread (``url``/``headers`` also as values)."""
@@ -203,7 +207,7 @@ class _Portal:
     application forgot to close can be collected and its finalizer stop them.
     """
 
-    client: wsclient.Client
+    client: wsclient.Client[Any]
 
     def __init__(self, inbox: _Inbox, callbacks: _Inbox | None) -> None:
         self.inbox = inbox
@@ -471,26 +475,86 @@ class Session:
         return self._session.is_open
 
     def send(self, message: Data, *, timeout: float | None = None) -> None:
-        """Send on this connection now (no buffering); raises ``ConnectionClosed`` if it is gone."""
+        """Send on this connection now (no buffering); raises ``ConnectionClosed`` if it is gone.
+
+        Args:
+            message: A ``str`` (a text frame) or ``bytes`` (a binary frame).
+            timeout: Seconds to wait at most; ``None``: no limit.
+
+        Raises:
+            websockets.exceptions.ConnectionClosed: The connection is closed or closing.
+            TimeoutError: The send did not finish within ``timeout``.
+        """
         self._portal.call(_wait("timeout", timeout), self._session.send, message)
 
     def recv(self, timeout: float | None = None) -> Data:
-        """Receive the next message of this connection; ``TimeoutError`` after ``timeout`` seconds."""
+        """Receive the next message of this connection; ``TimeoutError`` after ``timeout`` seconds.
+
+        Args:
+            timeout: Seconds to wait at most; ``None``: no limit.
+
+        Raises:
+            TimeoutError: No message within ``timeout``.
+            websockets.exceptions.ConnectionClosed: The connection ended.
+        """
         return self._portal.call(_wait("timeout", timeout), self._session.recv)
 
     def request(self, message: Data, *, key: Hashable, timeout: float | None = 10.0) -> Data:
-        """Send on this connection and return the reply matched to ``key``, as :meth:`wsclient.Session.request`."""
+        """Send on this connection and return the reply matched to ``key``, as :meth:`wsclient.Session.request`.
+
+        Args:
+            message: The request.
+            key: The key ``reply_key`` finds in the reply.
+            timeout: Seconds to wait for the reply; ``None``: no limit.
+
+        Raises:
+            RequestTimeout: No reply within ``timeout``.
+            RequestInterrupted: The session ended before the reply.
+        """
         return self._portal.call(_grace(timeout), partial(self._session.request, message, key=key, timeout=timeout))
 
 
-class Client:
+class Options(TypedDict, total=False):
+    """The keyword arguments of the sync :class:`Client` besides ``url``, ``text``, ``decode`` and ``on_message``.
+
+    They are :class:`wsclient.Client`'s, with plain functions where it takes async ones.
+    """
+
+    on_connect: Callable[[Session], None] | None
+    on_disconnect: Callable[[wsclient.SessionEnd], None] | None
+    reply_key: Callable[[Any], Hashable | None] | None
+    backoff: wsclient.Backoff
+    max_attempts: int | None
+    max_outage: float | None
+    heartbeat: wsclient.Heartbeat | None
+    idle_timeout: float | None
+    reconnect_on_normal_close: bool
+    close_actions: CloseActions | None
+    classify_error: Callable[[BaseException], wsclient.Action | None] | None
+    max_buffered: int
+    overflow: Overflow
+    inbox_size: int
+    open_timeout: float | None
+    close_timeout: float
+    headers: Mapping[str, str] | Callable[[], Mapping[str, str]] | None
+    subprotocols: Sequence[str] | None
+    ssl: ssl_module.SSLContext | None
+    compression: str | None
+    max_size: int | None
+    max_queue: int
+    transport: Literal["websockets", "picows"]
+
+
+class Client(Generic[M]):
     """A WebSocket connection that stays up, for code without asyncio.
 
     Takes the same arguments as :class:`wsclient.Client` and behaves the same
     way: ``with Client(url) as client:`` returns once a session is open (or
     raises ``FatalError``/``GaveUp``) and leaving it flushes and closes with
     1000; ``recv()`` and ``for message in client`` give one stream across
-    reconnects. Every method may be called from any thread.
+    reconnects. Every method may be called from any thread. Typed as the
+    asyncio client is: ``Client(url, text=True)`` is a ``Client[str]``,
+    ``Client(url, decode=False)`` a ``Client[bytes]``.
 
     ``on_connect(session)``, ``on_message(message)``, ``on_disconnect(end)``,
     ``on_state_change(change)`` and callable ``url`` and ``headers`` are plain
@@ -500,7 +564,138 @@ class Client:
     ``classify_error`` and ``reply_key`` run on the event loop: keep them quick, pure functions.
     """
 
-    def __init__(self, url: str | Callable[[], str], **options: Any) -> None:
+    @overload
+    def __init__(
+        self: Client[str],
+        url: str | Callable[[], str],
+        *,
+        text: Literal[True],
+        on_message: Callable[[str], None] | None = None,
+        **options: Unpack[Options],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Client[bytes],
+        url: str | Callable[[], str],
+        *,
+        text: Literal[False] = False,
+        decode: Literal[False],
+        on_message: Callable[[bytes], None] | None = None,
+        **options: Unpack[Options],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Client[Data],
+        url: str | Callable[[], str],
+        *,
+        text: Literal[False] = False,
+        decode: Literal[True] = True,
+        on_message: Callable[[Data], None] | None = None,
+        **options: Unpack[Options],
+    ) -> None: ...
+
+    def __init__(
+        self,
+        url: str | Callable[[], str],
+        *,
+        text: bool = False,
+        decode: bool = True,
+        on_connect: Callable[[Session], None] | None = None,
+        on_message: Callable[[Any], None] | None = None,
+        on_disconnect: Callable[[wsclient.SessionEnd], None] | None = None,
+        reply_key: Callable[[Any], Hashable | None] | None = None,
+        backoff: wsclient.Backoff = wsclient.Backoff(),
+        max_attempts: int | None = None,
+        max_outage: float | None = None,
+        heartbeat: wsclient.Heartbeat | None = wsclient.Heartbeat(),
+        idle_timeout: float | None = None,
+        reconnect_on_normal_close: bool = False,
+        close_actions: CloseActions | None = None,
+        classify_error: Callable[[BaseException], wsclient.Action | None] | None = None,
+        max_buffered: int = 1024,
+        overflow: Overflow = "error",
+        inbox_size: int = 1024,
+        open_timeout: float | None = 10.0,
+        close_timeout: float = 10.0,
+        headers: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
+        subprotocols: Sequence[str] | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        compression: Any = DEFAULT_COMPRESSION,
+        max_size: int | None = 2**20,
+        max_queue: int = 16,
+        transport: Literal["websockets", "picows"] = "websockets",
+    ) -> None:
+        """Check every argument (in the caller's thread) and make the client; nothing starts yet.
+
+        Every argument means what it means for :class:`wsclient.Client`, and
+        is checked the same way; only the callbacks differ: they are plain
+        functions, run in the client's callback thread.
+
+        Args:
+            url: A ``ws://`` or ``wss://`` URL, or a plain function returning one before every attempt.
+            text: Every message is a ``str`` (binary frames decoded as UTF-8); the client is a ``Client[str]``.
+            decode: ``False``: text messages arrive as ``bytes``, not decoded; the client is a ``Client[bytes]``.
+            on_connect: ``def on_connect(session: wsclient.sync.Session) -> None``, on every fresh session,
+                before buffered sends go out; ``session.send()``/``recv()``/``request()`` block.
+            on_message: ``def on_message(message) -> None``, called with each message instead of ``recv()``
+                and iteration; what it raises is logged and counted, not fatal.
+            on_disconnect: ``def on_disconnect(end: wsclient.SessionEnd) -> None``, after every session that opened.
+            reply_key: Finds in a message the key of the request it answers, or ``None``.
+            backoff: Delays between attempts (:class:`wsclient.Backoff`).
+            max_attempts: Give up (``GaveUp``) after this many failed attempts in a row.
+            max_outage: Give up after this many seconds without an open session.
+            heartbeat: Pings and the dead-peer verdict (:class:`wsclient.Heartbeat`); ``None`` turns it off.
+            idle_timeout: End the session when no data arrived for this many seconds.
+            reconnect_on_normal_close: Reconnect after the server closes with 1000 or 1005.
+            close_actions: Overrides of the close policy: ``{code: action}`` or a function of the ``SessionEnd``.
+            classify_error: Override of the connect-error policy: ``exc -> Action | None``; runs on the loop.
+            max_buffered: Messages ``send()`` may buffer while disconnected.
+            overflow: When the outbox is full: ``"error"`` (``BufferFull``), ``"drop_oldest"`` or ``"wait"``.
+            inbox_size: Received messages waiting for ``recv()`` before the session stops reading.
+            open_timeout: Seconds for TCP, TLS and the handshake (``on_connect`` gets as long again).
+            close_timeout: Bound of ``close()`` and of a server-initiated close.
+            headers: Extra handshake headers, or a plain function returning them before every attempt.
+            subprotocols: Subprotocols to offer.
+            ssl: The ``ssl.SSLContext`` for ``wss://``.
+            compression: ``"deflate"`` (permessage-deflate, websockets only) or ``None``.
+            max_size: Largest message accepted, in bytes; ``None`` for no limit.
+            max_queue: Frames websockets buffers before it stops reading (websockets transport).
+            transport: ``"websockets"`` or ``"picows"`` (the ``fast`` extra).
+
+        Raises:
+            TypeError: An argument of the wrong type, or an ``async def`` callback (use ``wsclient.Client``).
+            ValueError: An argument out of range, named in the message.
+        """
+        options: dict[str, Any] = {
+            "text": text,
+            "decode": decode,
+            "on_connect": on_connect,
+            "on_message": on_message,
+            "on_disconnect": on_disconnect,
+            "reply_key": reply_key,
+            "backoff": backoff,
+            "max_attempts": max_attempts,
+            "max_outage": max_outage,
+            "heartbeat": heartbeat,
+            "idle_timeout": idle_timeout,
+            "reconnect_on_normal_close": reconnect_on_normal_close,
+            "close_actions": close_actions,
+            "classify_error": classify_error,
+            "max_buffered": max_buffered,
+            "overflow": overflow,
+            "inbox_size": inbox_size,
+            "open_timeout": open_timeout,
+            "close_timeout": close_timeout,
+            "headers": headers,
+            "subprotocols": subprotocols,
+            "ssl": ssl,
+            "compression": compression,
+            "max_size": max_size,
+            "max_queue": max_queue,
+            "transport": transport,
+        }
         sources: dict[str, Any] = {name: url if name == "url" else options.get(name) for name in _CALLBACKS}
         for name, value in sources.items():
             if value is None or (name in _PLAIN_CALLBACKS and not callable(value)):
@@ -524,7 +719,8 @@ class Client:
         wrapped["on_message"] = callbacks.put if callbacks is not None and on_message is not None else inbox.put
         target = wrapped.pop("url")
         # The asyncio client checks every argument, here in the caller's thread.
-        self._client = portal.client = wsclient.Client(target, **wrapped)
+        self._client: wsclient.Client[M] = wsclient.Client(target, **wrapped)
+        portal.client = self._client
         self._portal = portal
         self._on_message: Callable[[Any], object] | None = on_message
         self._finalizer: weakref.finalize[Any, Any] | None = None
@@ -557,6 +753,15 @@ class Client:
         """Wait until a session is open; raise why the client stopped if it stops first.
 
         Raises ``TimeoutError`` after ``timeout`` seconds.
+
+        Args:
+            timeout: Seconds to wait at most; ``None``: no limit.
+
+        Raises:
+            TimeoutError: No session opened within ``timeout``.
+            FatalError: The client stopped because retrying cannot help.
+            GaveUp: The client stopped after ``max_attempts`` or ``max_outage``.
+            RuntimeError: The client was not started.
         """
         grace = _grace(timeout)
         self._check_started()
@@ -575,6 +780,15 @@ class Client:
 
         Returns when it stopped cleanly; raises the ``FatalError``/``GaveUp``
         that stopped it otherwise, and ``TimeoutError`` after ``timeout`` seconds.
+
+        Args:
+            timeout: Seconds to wait at most; ``None``: no limit.
+
+        Raises:
+            TimeoutError: The client still runs after ``timeout``.
+            FatalError: What stopped the client, when retrying could not help.
+            GaveUp: The client gave up after ``max_attempts`` or ``max_outage``.
+            RuntimeError: The client was not started, or this is a callback.
         """
         wait = _wait("timeout", timeout)
         self._check_started()
@@ -592,6 +806,15 @@ class Client:
         wait for callbacks still queued to finish (``TimeoutError``). Called
         from a callback, it returns once the connection closed. In a child of
         ``os.fork()`` it returns at once: the connection is the parent's.
+
+        Args:
+            code: The close code: 1000, 1001 or an application code 3000-4999.
+            reason: The close reason, at most 123 bytes in UTF-8.
+            timeout: Seconds to wait for queued callbacks to finish; ``None``: no limit.
+
+        Raises:
+            ValueError: ``code`` or ``reason`` is not one a client may send.
+            TimeoutError: Callbacks still ran after ``timeout``.
         """
         wait = _wait("timeout", timeout)
         portal = self._portal
@@ -616,7 +839,7 @@ class Client:
             coroutine.close()
             raise RuntimeError("unexpected wait while closing an idle client")
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Client[M]:
         self.start()
         try:
             self.wait_open()
@@ -645,11 +868,21 @@ class Client:
 
     # Receiving.
 
-    def recv(self, timeout: float | None = None) -> Data:
+    def recv(self, timeout: float | None = None) -> M:
         """The next message, across reconnects; ``TimeoutError`` after ``timeout`` seconds.
 
         Raises ``ClientClosed`` once the client stopped cleanly and every
         received message was read, or the ``FatalError``/``GaveUp`` that stopped it.
+
+        Args:
+            timeout: Seconds to wait at most; ``None``: no limit.
+
+        Raises:
+            TimeoutError: No message within ``timeout``.
+            ClientClosed: The client stopped cleanly and every message was read.
+            FatalError: What stopped the client, when retrying could not help.
+            GaveUp: The client gave up.
+            RuntimeError: ``on_message`` is set, the client was not started, or this is a callback.
         """
         if self._on_message is not None:
             raise RuntimeError("recv() is not available when on_message is set: messages go to the handler")
@@ -658,7 +891,7 @@ class Client:
         self._check_not_callback("recv")
         return self._portal.inbox.get(wait)  # type: ignore[no-any-return]
 
-    def __iter__(self) -> Iterator[Data]:
+    def __iter__(self) -> Iterator[M]:
         if self._on_message is not None:
             raise RuntimeError("iteration is not available when on_message is set: messages go to the handler")
         self._check_started()
@@ -680,21 +913,42 @@ class Client:
         (``TimeoutError``; the message may then still go out). Each thread's
         messages go out in the order that thread sent them. ``ttl`` is the
         asyncio client's: a buffered message not written within it is never sent.
+
+        Args:
+            message: A ``str`` (a text frame) or ``bytes`` (a binary frame).
+            ttl: Seconds a buffered message may wait for a session; ``None``: no deadline.
+            timeout: Seconds to wait at most; ``None``: no limit.
+
+        Raises:
+            TimeoutError: ``send()`` still waited after ``timeout``.
+            ClientClosed: The client is closed or closing.
+            BufferFull: The outbox is full while disconnected, with ``overflow="error"``.
+            RuntimeError: The client was not started.
         """
         wait = _wait("timeout", timeout)
         self._check_started()
         self._portal.call(wait, self._client.send, message, ttl=ttl)
 
-    def request(self, message: Data, *, key: Hashable, timeout: float | None = 10.0) -> Data:
+    def request(self, message: Data, *, key: Hashable, timeout: float | None = 10.0) -> M:
         """Send ``message`` and return its reply, as :meth:`wsclient.Client.request` (needs ``reply_key``).
 
         Raises ``RequestTimeout`` after ``timeout`` seconds (a message still
         buffered then is never sent), ``RequestInterrupted`` at once if the
         session that carried it ends, ``ClientClosed`` if the client closes.
+
+        Args:
+            message: The request, as for :meth:`send`.
+            key: The key ``reply_key`` finds in the reply.
+            timeout: Seconds to wait for the reply; ``None``: no limit.
+
+        Raises:
+            RequestTimeout: No reply within ``timeout``.
+            RequestInterrupted: The session that carried the request ended first.
+            ClientClosed: The client is closed, or closes first.
         """
         grace = _grace(timeout)
         self._check_started()
-        reply: Data = self._portal.call(grace, partial(self._client.request, message, key=key, timeout=timeout))
+        reply: M = self._portal.call(grace, partial(self._client.request, message, key=key, timeout=timeout))
         return reply
 
     def unsent(self) -> list[Data]:

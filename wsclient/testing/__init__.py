@@ -1,6 +1,6 @@
 """Helpers to test code that uses wsclient against real servers on loopback."""
 
 from .fault_proxy import FaultProxy
-from .flaky_server import FlakyServer, Rejection
+from .flaky_server import FlakyServer, FlakyServerFactory, Handler, Rejection
 
-__all__ = ["FaultProxy", "FlakyServer", "Rejection"]
+__all__ = ["FaultProxy", "FlakyServer", "FlakyServerFactory", "Handler", "Rejection"]

@@ -113,6 +113,11 @@ class FaultProxy:
     :meth:`stop` (so leaving ``async with``) raises the rest, each time as an
     ``ExceptionGroup``. When the ``async with`` block itself raised, that
     error is left as it is and the failed faults are added to it as notes.
+
+    Args:
+        upstream_port: The port of the server behind the proxy.
+        upstream_host: The host of the server behind the proxy.
+        port: The port to listen on; 0 picks a free one at the first start and keeps it.
     """
 
     def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1", *, port: int = 0) -> None:
@@ -302,6 +307,13 @@ class FaultProxy:
 
         If it raises, the error is kept for :meth:`check` and :meth:`stop`;
         :meth:`stop` cancels what has not fired or not finished yet.
+
+        Args:
+            delay: Seconds from now.
+            fault: A callable, such as ``proxy.reset`` or ``lambda: server.close_all(1012)``.
+
+        Returns:
+            The timer, to cancel the fault before it runs.
         """
         loop = asyncio.get_running_loop()
 
@@ -322,7 +334,15 @@ class FaultProxy:
         return handle
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        """Wait until ``predicate()`` is true, checked whenever a connection opens or ends."""
+        """Wait until ``predicate()`` is true, checked whenever a connection opens or ends.
+
+        Args:
+            predicate: Checked now and whenever a connection opens or ends.
+            timeout: Seconds to wait at most.
+
+        Raises:
+            TimeoutError: Not so within ``timeout``.
+        """
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
             while not predicate():
@@ -334,7 +354,15 @@ class FaultProxy:
                     self._waiters.discard(waiter)
 
     async def wait_for_connections(self, accepted: int, timeout: float = 5.0) -> None:
-        """Wait until ``accepted`` connections reached the proxy in total."""
+        """Wait until ``accepted`` connections reached the proxy in total.
+
+        Args:
+            accepted: Connections accepted since the proxy was made.
+            timeout: Seconds to wait at most.
+
+        Raises:
+            TimeoutError: Not so within ``timeout``.
+        """
         await self.wait_for(lambda: self.accepted >= accepted, timeout)
 
     def _fault_done(self, task: asyncio.Task[object]) -> None:

@@ -14,7 +14,7 @@ import json
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Self, TypeVar
+from typing import Any, Literal, Protocol, Self, TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -23,13 +23,14 @@ from websockets.http11 import Request, Response
 
 from .listening import stop_accepting
 
-__all__ = ["FlakyServer", "Rejection"]
+__all__ = ["FlakyServer", "FlakyServerFactory", "Handler", "Rejection"]
 
 T = TypeVar("T")
 Mode = Literal["echo", "stream", "silent"]
 HandshakeFault = Literal["status", "stall", "bad_accept", "bad_subprotocol"]
 ConnectionFault = tuple[Literal["flap", "stall", "oversized", "invalid_utf8", "flood"], int, str]
 Handler = Callable[[ServerConnection], Awaitable[None]]
+"""``async def handler(connection: ServerConnection) -> None``: the server's side of one connection."""
 
 
 @dataclass(slots=True)
@@ -39,6 +40,12 @@ class Rejection:
     ``kind`` is ``"status"`` (answer ``status`` with ``headers``), ``"stall"``
     (never answer), ``"bad_accept"`` (a wrong ``Sec-WebSocket-Accept``) or
     ``"bad_subprotocol"`` (a subprotocol the client did not offer).
+
+    Attributes:
+        status: The HTTP status of a ``"status"`` rejection.
+        headers: Its response headers.
+        body: Its response body.
+        kind: ``"status"``, ``"stall"``, ``"bad_accept"`` or ``"bad_subprotocol"``.
     """
 
     status: int
@@ -57,6 +64,44 @@ class FlakyServer:
     coroutine. The port is chosen at the first start and kept across
     ``stop()``/``start()``, so a client reconnects to the same URL. With
     ``ssl`` (a server context) it serves ``wss://``.
+
+    A handler is the server side of your bot's protocol: an ``async def
+    handler(connection)`` taking a websockets
+    :class:`~websockets.asyncio.server.ServerConnection`, called once per
+    accepted connection (after the handshake, unless a fault scripted with
+    ``*_next()`` takes that connection instead). Read with ``async for message
+    in connection`` or ``await connection.recv()``, answer with ``await
+    connection.send(...)``, close with ``await connection.close(code,
+    reason)``; the connection closes when the handler returns, and a
+    ``ConnectionClosed`` escaping it is the client leaving, not an error.
+    ``drop()``, ``close_all()``, ``stall()`` and ``stop()`` work on handled
+    connections too. Messages a handler reads are not recorded for it: call
+    :meth:`record` with the ones ``received`` and :meth:`wait_for_received`
+    should see.
+
+    ```python
+    async def orders(connection: ServerConnection) -> None:
+        async for message in connection:
+            server.record(message)
+            order = json.loads(message)
+            await connection.send(json.dumps({"id": order["id"], "status": "filled"}))
+
+
+    server = FlakyServer(handler=orders)
+    ```
+
+    Args:
+        mode: ``"echo"``, ``"stream"`` or ``"silent"``; ignored when ``handler`` is given.
+        handler: ``async def handler(connection: ServerConnection) -> None``, run for each connection
+            instead of the mode.
+        stream_interval: Seconds between two messages in ``"stream"`` mode.
+        port: The port to listen on; 0 picks a free one at the first start and keeps it.
+        subprotocols: Subprotocols the server accepts, in order of preference.
+        ssl: A server-side ``ssl.SSLContext``: serve ``wss://``.
+        history: How many received messages and handshake requests are kept.
+
+    Raises:
+        ValueError: ``mode`` is not one of the three.
     """
 
     def __init__(
@@ -149,7 +194,11 @@ class FlakyServer:
         await server.start_serving()
 
     async def stop(self, *, abrupt: bool = True) -> None:
-        """Go down: connections are dropped (``abrupt``) or closed with 1001, and the port refuses."""
+        """Go down: connections are dropped (``abrupt``) or closed with 1001, and the port refuses.
+
+        Args:
+            abrupt: Drop connections without a close frame (the client sees 1006); ``False``: close with 1001.
+        """
         async with self._lifecycle:
             server, self._server = self._server, None
             if server is None:
@@ -181,7 +230,12 @@ class FlakyServer:
         return len(self.connections)
 
     async def close_all(self, code: int = 1000, reason: str = "") -> None:
-        """Close every open connection with ``code`` and ``reason``."""
+        """Close every open connection with ``code`` and ``reason``.
+
+        Args:
+            code: The close code.
+            reason: The close reason.
+        """
         await asyncio.gather(*(c.close(code, reason) for c in list(self.connections)), return_exceptions=True)
 
     def stall(self) -> None:
@@ -210,29 +264,63 @@ class FlakyServer:
         return sum(not connection.transport.is_closing() for connection in self._paused)
 
     def reject_next(self, status: int, headers: Mapping[str, str] | None = None, *, count: int = 1) -> None:
-        """Answer the next ``count`` handshakes with HTTP ``status`` (and ``headers``) instead of upgrading."""
+        """Answer the next ``count`` handshakes with HTTP ``status`` (and ``headers``) instead of upgrading.
+
+        Args:
+            status: The HTTP status, such as 401, 429 or 503.
+            headers: Response headers, such as ``{"Retry-After": "1"}``.
+            count: How many of the next handshakes this applies to.
+        """
         self._rejections.extend(Rejection(status, dict(headers or {})) for _ in range(count))
 
     def stall_handshake_next(self, *, count: int = 1) -> None:
-        """Read the next ``count`` handshake requests and never answer them (past any ``open_timeout``)."""
+        """Read the next ``count`` handshake requests and never answer them (past any ``open_timeout``).
+
+        Args:
+            count: How many of the next handshakes this applies to.
+        """
         self._rejections.extend(Rejection(0, kind="stall") for _ in range(count))
 
     def corrupt_handshake_next(self, kind: Literal["bad_accept", "bad_subprotocol"], *, count: int = 1) -> None:
-        """Answer the next handshakes with 101 but a wrong ``Sec-WebSocket-Accept`` or an unoffered subprotocol."""
+        """Answer the next handshakes with 101 but a wrong ``Sec-WebSocket-Accept`` or an unoffered subprotocol.
+
+        Args:
+            kind: ``"bad_accept"`` (a wrong ``Sec-WebSocket-Accept``) or ``"bad_subprotocol"`` (one not offered).
+            count: How many of the next handshakes this applies to.
+
+        Raises:
+            ValueError: ``kind`` is not one of the two.
+        """
         if kind not in ("bad_accept", "bad_subprotocol"):
             raise ValueError(f"kind must be 'bad_accept' or 'bad_subprotocol', got {kind!r}")
         self._rejections.extend(Rejection(101, kind=kind) for _ in range(count))
 
     def redirect_next(self, location: str, *, status: int = 302, count: int = 1) -> None:
-        """Redirect the next ``count`` handshakes to ``location``."""
+        """Redirect the next ``count`` handshakes to ``location``.
+
+        Args:
+            location: The ``Location`` header: where the client should go.
+            status: The redirect status (301, 302, 303, 307 or 308).
+            count: How many of the next handshakes this applies to.
+        """
         self.reject_next(status, {"Location": location}, count=count)
 
     def flap_next(self, count: int, *, code: int = 1011, reason: str = "flapping") -> None:
-        """Accept the next ``count`` connections, then close each at once with ``code``."""
+        """Accept the next ``count`` connections, then close each at once with ``code``.
+
+        Args:
+            count: How many of the next connections this applies to.
+            code: The close code.
+            reason: The close reason.
+        """
         self._connection_faults.extend(("flap", code, reason) for _ in range(count))
 
     def stall_next(self, *, count: int = 1) -> None:
-        """Accept the next ``count`` connections, then neither read nor send: pings go unanswered."""
+        """Accept the next ``count`` connections, then neither read nor send: pings go unanswered.
+
+        Args:
+            count: How many of the next connections this applies to.
+        """
         self._connection_faults.extend(("stall", 0, "") for _ in range(count))
 
     def send_oversized_next(self, size: int, *, count: int = 1) -> None:
@@ -240,13 +328,21 @@ class FlakyServer:
 
         Over the client's ``max_size``, the client must fail the connection
         (1009) rather than reconnect to meet the same message again.
+
+        Args:
+            size: The message's size in bytes: more than the client's ``max_size``.
+            count: How many of the next connections this applies to.
         """
         if size < 1:
             raise ValueError(f"size must be at least 1, got {size}")
         self._connection_faults.extend(("oversized", size, "") for _ in range(count))
 
     def send_invalid_utf8_next(self, *, count: int = 1) -> None:
-        """Accept the next ``count`` connections, then send each a text frame that is not valid UTF-8."""
+        """Accept the next ``count`` connections, then send each a text frame that is not valid UTF-8.
+
+        Args:
+            count: How many of the next connections this applies to.
+        """
         self._connection_faults.extend(("invalid_utf8", 0, "") for _ in range(count))
 
     def flood_next(self, size: int = 16384, *, count: int = 1) -> None:
@@ -255,13 +351,21 @@ class FlakyServer:
         Faster than an application that stopped reading: the client's memory
         must stay bounded by its inbox and websockets' ``max_queue``.
         :attr:`flooded` counts the messages sent.
+
+        Args:
+            size: Bytes per message.
+            count: How many of the next connections this applies to.
         """
         if size < 1:
             raise ValueError(f"size must be at least 1, got {size}")
         self._connection_faults.extend(("flood", size, "") for _ in range(count))
 
     async def send_all(self, message: str | bytes) -> None:
-        """Send ``message`` on every open connection."""
+        """Send ``message`` on every open connection.
+
+        Args:
+            message: A ``str`` (a text frame) or ``bytes`` (a binary frame).
+        """
         for connection in list(self.connections):
             with contextlib.suppress(ConnectionClosed):
                 await connection.send(message)
@@ -269,7 +373,15 @@ class FlakyServer:
     # Waiting, for tests
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        """Wait until ``predicate()`` is true; ``TimeoutError`` after ``timeout`` seconds."""
+        """Wait until ``predicate()`` is true; ``TimeoutError`` after ``timeout`` seconds.
+
+        Args:
+            predicate: Checked now and whenever the server's state changes.
+            timeout: Seconds to wait at most.
+
+        Raises:
+            TimeoutError: Not so within ``timeout``.
+        """
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
             while not predicate():
@@ -281,19 +393,59 @@ class FlakyServer:
                     self._waiters.discard(waiter)
 
     async def wait_for_connections(self, accepted: int, timeout: float = 5.0) -> None:
-        """Wait until ``accepted`` connections were accepted in total and one is open."""
+        """Wait until ``accepted`` connections were accepted in total and one is open.
+
+        Args:
+            accepted: Connections accepted since the server was made.
+            timeout: Seconds to wait at most.
+
+        Raises:
+            TimeoutError: Not so within ``timeout``.
+        """
         await self.wait_for(lambda: self.accepted >= accepted and bool(self.connections), timeout)
 
+    def record(self, message: str | bytes) -> None:
+        """Add ``message`` to :attr:`received` and wake the waits on it (for a ``handler`` that reads messages).
+
+        Args:
+            message: A message the handler received.
+        """
+        _keep(self.received, message, self.history)
+        self._notify()
+
     async def wait_for_received(self, count: int, timeout: float = 5.0) -> None:
-        """Wait until ``count`` messages were received in total."""
+        """Wait until ``count`` messages were received in total.
+
+        Args:
+            count: Messages in :attr:`received` (or recorded by a handler with :meth:`record`).
+            timeout: Seconds to wait at most.
+
+        Raises:
+            TimeoutError: Not so within ``timeout``.
+        """
         await self.wait_for(lambda: len(self.received) >= count, timeout)
 
     async def wait_for_requests(self, count: int, timeout: float = 5.0) -> None:
-        """Wait until ``count`` handshake requests arrived, rejected ones included."""
+        """Wait until ``count`` handshake requests arrived, rejected ones included.
+
+        Args:
+            count: Handshake requests since the server was made.
+            timeout: Seconds to wait at most.
+
+        Raises:
+            TimeoutError: Not so within ``timeout``.
+        """
         await self.wait_for(lambda: len(self.requests) >= count, timeout)
 
     async def wait_disconnected(self, timeout: float = 5.0) -> None:
-        """Wait until no connection is open."""
+        """Wait until no connection is open.
+
+        Args:
+            timeout: Seconds to wait at most.
+
+        Raises:
+            TimeoutError: Not so within ``timeout``.
+        """
         await self.wait_for(lambda: not self.connections, timeout)
 
     def _notify(self) -> None:
@@ -401,3 +553,27 @@ def _keep(records: list[T], item: T, history: int) -> None:
     records.append(item)
     if len(records) > history:
         del records[: len(records) - history]
+
+
+class FlakyServerFactory(Protocol):
+    """What the ``flaky_server_factory`` fixture gives: start a ``FlakyServer`` made with these arguments."""
+
+    def __call__(
+        self,
+        mode: Mode = "echo",
+        *,
+        handler: Handler | None = None,
+        stream_interval: float = 0.01,
+        subprotocols: list[str] | None = None,
+        **options: Any,
+    ) -> Awaitable[FlakyServer]:
+        """Start a ``FlakyServer(mode, handler=..., ...)`` and return it; it stops when the test ends.
+
+        Args:
+            mode: As for :class:`FlakyServer`.
+            handler: As for :class:`FlakyServer`.
+            stream_interval: As for :class:`FlakyServer`.
+            subprotocols: As for :class:`FlakyServer`.
+            **options: Any other argument of :class:`FlakyServer` (``ssl``, ``port``, ``history``).
+        """
+        ...
