@@ -193,6 +193,9 @@ class Client(Generic[M]):
                 that opened, after its pending requests failed and before the policy decides; bounded by
                 ``close_timeout``; a connection error it raises is logged, anything else is a
                 ``CallbackError``.
+            on_state_change: ``on_state_change(change)``, a plain or async function told of every
+                :class:`StateChange` (state, and an outage starting or ending), in order, from a task of
+                its own: it never holds up the client; one that raises is logged, not fatal.
             reply_key: ``callable(message) -> key or None`` that matches replies to ``request()``, e.g.
                 ``wsclient.json_field("id")``; called only while a request is pending; one that raises is
                 logged once and means "not a reply".
@@ -239,14 +242,20 @@ class Client(Generic[M]):
             compression: ``"deflate"`` (permessage-deflate) or ``None`` (less memory per connection). The
                 default is ``"deflate"`` on websockets and ``None`` on picows, which has no
                 permessage-deflate: ``"deflate"`` with ``transport="picows"`` is a ``ValueError``.
-            max_size: Largest message accepted, in bytes after decompression (1 MiB by default); a bigger
-                one fails the connection with 1009 (fatal). With permessage-deflate a compressed frame may be
-                a little larger than the message (incompressible data grows): that never makes a message
-                under ``max_size`` fatal. ``None``: no limit.
+            max_size: Largest message accepted, in bytes after decompression (1 MiB by default), exactly on
+                both transports whether or not deflate was negotiated; a bigger one fails the connection with
+                1009 (fatal, a ``FatalCloseError`` naming ``max_size``). With permessage-deflate a compressed
+                frame may be a little larger than the message (incompressible data grows): that never makes a
+                message under ``max_size`` fatal. ``None``: no limit.
             max_queue: Frames websockets buffers before it stops reading (the websockets transport; picows
                 hands each message to the inbox as it is parsed).
             transport: The library under every session: ``"websockets"``, or ``"picows"`` (the ``fast``
                 extra) for several times the receive throughput.
+            proxy: ``True`` (the default): the proxy the environment names (``wss_proxy``, ``socks_proxy``,
+                ``https_proxy``, ``http_proxy`` for ``ws://``, ``all_proxy``, ``no_proxy``), read the same way
+                on both transports; a proxy URL (``http://``, ``https://``, ``socks5h://``, ``socks5://``,
+                ``socks4://``, with ``user:password@``) forces one; ``None`` connects directly. A proxy's 407
+                stops the client with ``ProxyRejected``; its credentials never reach a log or an error.
 
         Raises:
             TypeError: An argument of the wrong type, named in the message (a plain function as

@@ -124,7 +124,13 @@ class ProxyRejected(FatalError):
 
     ``proxy`` is the proxy's URL without its credentials; ``headers`` are its
     response's headers (``Proxy-Authenticate`` says which scheme it wants).
-    A 502, 503 or 504 from the proxy is retried like a server's.
+    A 502, 503 or 504 from the proxy is retried like a server's. A SOCKS5
+    proxy that refuses the credentials (or wants some) is reported as 407 too.
+
+    Args:
+        status: The proxy's HTTP status, such as 407 or 403.
+        proxy: The proxy's URL, without its credentials.
+        headers: The proxy's response headers.
     """
 
     def __init__(self, status: int, proxy: str, headers: Mapping[str, str] | Headers | None = None) -> None:
@@ -179,6 +185,8 @@ class GaveUp(WsClientError):
     Args:
         attempts: Failed attempts in a row.
         elapsed: Seconds since the outage began.
+        limit: The setting that was reached, as ``"max_attempts=5"`` or ``"max_outage=60"``.
+        last_error: A one-line description of the last error, credentials redacted.
     """
 
     def __init__(self, attempts: int, elapsed: float, limit: str = "", last_error: str = "") -> None:

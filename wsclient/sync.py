@@ -522,6 +522,7 @@ class Options(TypedDict, total=False):
 
     on_connect: Callable[[Session], None] | None
     on_disconnect: Callable[[wsclient.SessionEnd], None] | None
+    on_state_change: Callable[[wsclient.StateChange], None] | None
     reply_key: Callable[[Any], Hashable | None] | None
     backoff: wsclient.Backoff
     max_attempts: int | None
@@ -543,6 +544,7 @@ class Options(TypedDict, total=False):
     max_size: int | None
     max_queue: int
     transport: Literal["websockets", "picows"]
+    proxy: str | Literal[True] | None
 
 
 class Client(Generic[M]):
@@ -605,6 +607,7 @@ class Client(Generic[M]):
         on_connect: Callable[[Session], None] | None = None,
         on_message: Callable[[Any], None] | None = None,
         on_disconnect: Callable[[wsclient.SessionEnd], None] | None = None,
+        on_state_change: Callable[[wsclient.StateChange], None] | None = None,
         reply_key: Callable[[Any], Hashable | None] | None = None,
         backoff: wsclient.Backoff = wsclient.Backoff(),
         max_attempts: int | None = None,
@@ -626,6 +629,7 @@ class Client(Generic[M]):
         max_size: int | None = 2**20,
         max_queue: int = 16,
         transport: Literal["websockets", "picows"] = "websockets",
+        proxy: str | Literal[True] | None = True,
     ) -> None:
         """Check every argument (in the caller's thread) and make the client; nothing starts yet.
 
@@ -642,6 +646,8 @@ class Client(Generic[M]):
             on_message: ``def on_message(message) -> None``, called with each message instead of ``recv()``
                 and iteration; what it raises is logged and counted, not fatal.
             on_disconnect: ``def on_disconnect(end: wsclient.SessionEnd) -> None``, after every session that opened.
+            on_state_change: ``def on_state_change(change: wsclient.StateChange) -> None``, told of every state
+                change and outage, in order, in the callback thread.
             reply_key: Finds in a message the key of the request it answers, or ``None``.
             backoff: Delays between attempts (:class:`wsclient.Backoff`).
             max_attempts: Give up (``GaveUp``) after this many failed attempts in a row.
@@ -663,6 +669,7 @@ class Client(Generic[M]):
             max_size: Largest message accepted, in bytes; ``None`` for no limit.
             max_queue: Frames websockets buffers before it stops reading (websockets transport).
             transport: ``"websockets"`` or ``"picows"`` (the ``fast`` extra).
+            proxy: ``True``: the proxy the environment names; a proxy URL; ``None``: connect directly.
 
         Raises:
             TypeError: An argument of the wrong type, or an ``async def`` callback (use ``wsclient.Client``).
@@ -674,6 +681,7 @@ class Client(Generic[M]):
             "on_connect": on_connect,
             "on_message": on_message,
             "on_disconnect": on_disconnect,
+            "on_state_change": on_state_change,
             "reply_key": reply_key,
             "backoff": backoff,
             "max_attempts": max_attempts,
@@ -695,6 +703,7 @@ class Client(Generic[M]):
             "max_size": max_size,
             "max_queue": max_queue,
             "transport": transport,
+            "proxy": proxy,
         }
         sources: dict[str, Any] = {name: url if name == "url" else options.get(name) for name in _CALLBACKS}
         for name, value in sources.items():
