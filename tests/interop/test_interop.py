@@ -260,7 +260,9 @@ async def test_echo_text_and_binary(server: ServerProcess) -> None:
 async def test_message_just_under_max_size_with_server_compression(server: ServerProcess) -> None:
     """``max_size`` limits the message, not its compressed frame: random data grows a little when deflated."""
     payload = os.urandom(NEAR_MAX)
-    async with wsclient.Client(server.url, **fast(max_size=MAX_SIZE)) as client:
+    # Bounded: a server that drops the session (aiohttp's pong deadline is half its 0.2 s heartbeat, which a pong
+    # queued behind a megabyte can miss on a loaded machine) must fail the test, not leave recv() waiting.
+    async with asyncio.timeout(30), wsclient.Client(server.url, **fast(max_size=MAX_SIZE)) as client:
         try:
             await client.send(payload)
             echoed = await client.recv()
