@@ -286,7 +286,7 @@ class _Watch(Observer):
 
 
 class Instrumentation:
-    """What :func:`instrument` returns: call :meth:`uninstrument` to stop reporting the client."""
+    """What `instrument()` returns, not made directly: call `uninstrument()` to stop reporting the client."""
 
     def __init__(self, watch: _Watch, remove: Callable[[], None]) -> None:
         self._watch = watch
@@ -323,7 +323,7 @@ def instrument(
     """Report ``client``'s metrics and traces through OpenTelemetry.
 
     Args:
-        client: a :class:`wsclient.Client` or a :class:`wsclient.sync.Client`, started or not.
+        client: a `wsclient.Client` or a `wsclient.sync.Client`, started or not.
         meter_provider: where the metrics go; the global meter provider when omitted.
         tracer_provider: where the spans go (a span per connect attempt, grouped under a span per
             stretch of ``connecting``/``reconnecting``, and a span per ``request()``, child of the

@@ -6,7 +6,7 @@ function sets up); :func:`main` configures logging, runs the command and turns
 the way it ended into the exit code.
 
 The exit codes are listed in :data:`wsclient.cli.options.EXIT_CODES_HELP`
-and in ``docs/cli.md``.
+and in ``docs/command-line.md``.
 """
 
 from __future__ import annotations
