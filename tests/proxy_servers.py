@@ -60,13 +60,15 @@ class _Relay:
                 await stop_accepting(server.sockets)
             finally:
                 server.close()
-            await server.wait_closed()
         # Cut, not cancelled: asyncio's stream server reports a cancelled handler as an error.
         for writer in list(self._writers):
             writer.transport.abort()
         tasks = list(self._tasks)
         if tasks:
             await asyncio.wait(tasks)
+        if server is not None:
+            # Since Python 3.12 this waits for the connections too: they were cut above.
+            await server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -9,12 +9,18 @@ from __future__ import annotations
 import argparse
 import logging
 
-from .options import EXIT_CODES_HELP, Subcommands, UsageError, add_output_options
+from .options import Subcommands, UsageError, add_output_options
 from .status_line import StatusLine
 
 __all__ = ["add_command"]
 
 _HELP = "collect feeds into Redis Streams, sharing them with other replicas through leases (needs [redis])"
+_EXIT_CODES = """\
+exit codes:
+  0  stopped by SIGTERM or Ctrl-C, leases given back
+  2  usage or configuration error
+  3  the --redis URL is not one redis-py accepts
+"""
 
 
 def add_command(commands: Subcommands) -> None:
@@ -23,7 +29,7 @@ def add_command(commands: Subcommands) -> None:
         "collect",
         help=_HELP,
         description=_HELP,
-        epilog=EXIT_CODES_HELP,
+        epilog=_EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.set_defaults(run=_run, log_level=logging.WARNING, usage_error=parser.error)

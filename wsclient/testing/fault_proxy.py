@@ -199,8 +199,9 @@ class FaultProxy:
             try:
                 await stop_accepting(server.sockets)
             finally:
+                # The listening socket closes here. Not ``wait_closed()``: since Python 3.12 it also waits
+                # for every connection accepted, which refuse() keeps open and stop() resets only after.
                 server.close()
-            await server.wait_closed()
 
     async def stop(self) -> None:
         """Stop listening, cancel scheduled faults and reset every connection.
