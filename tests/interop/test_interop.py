@@ -355,6 +355,11 @@ async def test_application_close_code_can_reconnect(server: ServerProcess) -> No
 
 async def test_graceful_shutdown_and_restart(server: ServerProcess) -> None:
     """Record what the server's own shutdown sends and what the default policy does; then the stream goes on."""
+    if server.impl == "hypercorn" and sys.version_info >= (3, 12):
+        # hypercorn's serve() awaits asyncio's Server.wait_closed() before its graceful_timeout: since Python
+        # 3.12 that waits for every open connection, so with a client holding its WebSocket open the server
+        # never finishes shutting down (hypercorn 0.18, hypercorn/asyncio/run.py). Nothing a client can change.
+        pytest.skip("hypercorn does not finish its shutdown on Python >= 3.12 while a WebSocket is open")
     default_connects, opted_in_connects = Connects(), Connects()
     async with (
         wsclient.Client(server.url, on_connect=default_connects, **fast()) as default,
