@@ -298,6 +298,9 @@ async def test_two_replicas_share_the_feeds_and_hand_them_over(
             async with running(first), running(second) as second_task:
 
                 async def spread() -> bool:
+                    # The replicas' own views too: a feed given back is in ``feeds`` until its release is done.
+                    if len(first.feeds) != 2 or len(second.feeds) != 2:
+                        return False
                     held = list((await owners(redis, config)).values())
                     return held.count("a") == 2 and held.count("b") == 2
 
@@ -308,11 +311,14 @@ async def test_two_replicas_share_the_feeds_and_hand_them_over(
                     return all([await last_seq(redis, config, name) > floor[name] + 5 for name in feeds.feeds])
 
                 await wait_until(flowing, 10, "messages from every feed")
-                # A replica that leaves gives its leases back: the other takes every feed at once.
+                # A replica that leaves gives its leases back: the other takes every feed at once. Count from
+                # here: a replica whose first tick saw only itself took more than its share and gave the surplus
+                # back once it saw the other (those releases count too).
+                released = second.stats.released
                 second_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await second_task
-                assert second.stats.released == 2
+                assert second.stats.released - released == 2
                 assert second.feeds == []
 
                 async def all_first() -> bool:
