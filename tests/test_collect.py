@@ -510,3 +510,27 @@ def test_collect_uses_only_the_public_api_and_the_core_never_imports_it() -> Non
         "assert 'wsclient.collect' not in sys.modules; assert 'redis' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", check], check=True)
+
+
+async def test_a_replica_stops_whenever_it_is_cancelled(redis_server: RedisServer) -> None:
+    # On Python 3.11 redis-py's send (asyncio.wait_for) can return through a cancellation that lands in the same
+    # loop step: every loop of the collector must still end. Cancel at many different moments of its work.
+    async with SequencedFeeds([f"f{i}" for i in range(4)], interval=0.005) as feeds:
+        config = feeds_config(feeds, lease_ttl=0.3)
+        own = aioredis.Redis.from_url(redis_server.url, socket_timeout=1)
+        try:
+            for attempt in range(30):
+                collector = Collector(config, own, replica=f"r{attempt}")
+                task = asyncio.create_task(collector.run())
+                stats = collector.stats
+                await wait_until(lambda stats=stats: _true(stats.written > 0), 10, "messages written")
+                for _ in range(attempt):
+                    await asyncio.sleep(0)
+                task.cancel()
+                # Not ``await task``: a task that went on after its cancellation would hang the test.
+                done, _ = await asyncio.wait({task}, timeout=5)
+                assert done, f"attempt {attempt}: the replica went on after it was cancelled: {collector.feeds}"
+                assert task.cancelled()
+                assert collector.feeds == []
+        finally:
+            await own.aclose()
