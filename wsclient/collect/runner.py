@@ -135,6 +135,15 @@ class _FeedRun:
         if self.task is not None:
             self.task.cancel()
 
+    async def abandon(self) -> None:
+        """Give the lease back for a run whose task was cancelled before it started (so ``run`` never ran)."""
+        await self._release()
+        self.collector.stats.released += 1
+        if self.collector._runs.get(self.feed.name) is self:
+            del self.collector._runs[self.feed.name]
+        self.collector.stats.feeds = sorted(self.collector._runs)
+        self.log.info("feed_stopped", reason="cancelled", dropped=0, lease_given_back=True)
+
     def _on_message(self, message: bytes) -> None:
         pending = self.pending
         pending.append((message, time.time()))
@@ -354,7 +363,10 @@ class Collector:
                     _raise_if_cancelled(baseline)
                     await asyncio.sleep(self.config.tick_interval)
         finally:
-            # The task group has cancelled and awaited every feed's run (each released its lease).
+            # The task group has cancelled and awaited every feed's run (each released its lease), but a run
+            # cancelled before its first step never ran: it is still listed and its lease is still held.
+            for run in list(self._runs.values()):
+                await run.abandon()
             with contextlib.suppress(*_UNAVAILABLE):
                 async with asyncio.timeout(self.config.renew_interval):
                     await self._membership.leave()
