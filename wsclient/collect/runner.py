@@ -49,6 +49,27 @@ _LOST = frozenset({"lease_lost", "lease_expired", "fenced"})
 """Why a run ends without giving its lease back: it is no longer this replica's to give."""
 
 
+def _raise_if_cancelled(baseline: int = 0) -> None:
+    """Raise the ``CancelledError`` that an await returned through instead of raising.
+
+    On Python 3.11, ``asyncio.wait_for`` (which redis-py uses to send every
+    command when ``socket_timeout`` is set) returns the result when the command
+    completes in the same loop step as a cancellation: the task is still marked
+    as cancelling, but nothing raises. A loop that awaits Redis would then go
+    on for ever (a feed run renewing a lease it was told to give back, a
+    replica that never stops); each such loop checks here after its Redis calls.
+
+    Args:
+        baseline: The task's ``cancelling()`` count when the loop began.
+
+    Raises:
+        asyncio.CancelledError: The current task was cancelled since the loop began.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling() > baseline:
+        raise asyncio.CancelledError
+
+
 def default_replica_id() -> str:
     """``HOST:PID:RANDOM``: unique per process, readable in the streams."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
@@ -114,6 +135,15 @@ class _FeedRun:
         if self.task is not None:
             self.task.cancel()
 
+    async def abandon(self) -> None:
+        """Give the lease back for a run whose task was cancelled before it started (so ``run`` never ran)."""
+        await self._release()
+        self.collector.stats.released += 1
+        if self.collector._runs.get(self.feed.name) is self:
+            del self.collector._runs[self.feed.name]
+        self.collector.stats.feeds = sorted(self.collector._runs)
+        self.log.info("feed_stopped", reason="cancelled", dropped=0, lease_given_back=True)
+
     def _on_message(self, message: bytes) -> None:
         pending = self.pending
         pending.append((message, time.time()))
@@ -129,6 +159,8 @@ class _FeedRun:
             self.pending.append(_RECONNECT)
             self.ready.set()
         last: int | None = None
+        task = asyncio.current_task()  # the client's: it may carry cancellations of its own
+        baseline = 0 if task is None else task.cancelling()
         try:
             async with asyncio.timeout(self.collector.config.renew_interval):
                 value = await self.collector.redis.hget(self.lease.keys.state, "seq")  # type: ignore[misc]
@@ -136,6 +168,7 @@ class _FeedRun:
         except _UNAVAILABLE as exc:
             # The upstream resumes from where it is: duplicates are dropped by Redis, a hole is recorded.
             self.log.warning("last_seq_unavailable", error=type(exc).__name__)
+        _raise_if_cancelled(baseline)
         text = "null" if last is None else str(last)
         for message in self.feed.subscribe:
             await session.send(message.replace("${last_seq}", text))
@@ -192,7 +225,9 @@ class _FeedRun:
                     kept = await self.lease.renew(self.collector.redis, config.lease_ttl, config.valid_for)
             except _UNAVAILABLE as exc:
                 self.log.warning("renew_failed", error=type(exc).__name__, left=self.lease.valid_until - loop.time())
+                _raise_if_cancelled()
                 continue
+            _raise_if_cancelled()
             if not kept:
                 raise _Stop("lease_lost")
             deadline.reschedule(self.lease.valid_until)
@@ -232,10 +267,12 @@ class _FeedRun:
     async def _write(self) -> None:
         stats = self.collector.stats
         while True:
+            _raise_if_cancelled()
             await self.ready.wait()
             self.ready.clear()
             while batch := self._take():
                 await self._write_batch(batch)
+                _raise_if_cancelled()
                 # Let the connection deliver more before the next call: batches grow under load.
                 await asyncio.sleep(0)
             stats.feeds = sorted(self.collector.feeds)
@@ -252,6 +289,7 @@ class _FeedRun:
                     result = await self.writer.write(batch)
             except _UNAVAILABLE as exc:
                 self.log.warning("write_failed", error=type(exc).__name__, messages=len(batch))
+                _raise_if_cancelled()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.collector.config.renew_interval / 2)
                 continue
@@ -313,6 +351,8 @@ class Collector:
             asyncio.CancelledError: When cancelled, after cleaning up.
         """
         self.log.info("collector_started", feeds=len(self.config.feeds), lease_ttl=self.config.lease_ttl)
+        task = asyncio.current_task()
+        baseline = 0 if task is None else task.cancelling()
         try:
             async with asyncio.TaskGroup() as group:
                 while True:
@@ -320,9 +360,13 @@ class Collector:
                         await self._tick(group)
                     except Exception as exc:  # a bug of ours must not end the replica's other feeds
                         self.log.error("tick_error", exc_info=exc)
+                    _raise_if_cancelled(baseline)
                     await asyncio.sleep(self.config.tick_interval)
         finally:
-            # The task group has cancelled and awaited every feed's run (each released its lease).
+            # The task group has cancelled and awaited every feed's run (each released its lease), but a run
+            # cancelled before its first step never ran: it is still listed and its lease is still held.
+            for run in list(self._runs.values()):
+                await run.abandon()
             with contextlib.suppress(*_UNAVAILABLE):
                 async with asyncio.timeout(self.config.renew_interval):
                     await self._membership.leave()
