@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import signal
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -50,6 +51,11 @@ BOTH_TRANSPORTS = {
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "websockets_only(reason): the test is about the websockets transport by nature")
+    # A shell starts a background job with SIGINT ignored, and a child inherits that: the tests that
+    # interrupt a program (the demo, the sync client, the examples) would see it run on. A handler of
+    # our own is reset to the default in every child, so they get Ctrl+C as from a terminal.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
