@@ -34,6 +34,13 @@ class _Relay:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        # The upstream connection each tunnel's task opened: its to close, even if the handshake fails after.
+        self._upstreams: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+
+    @property
+    def open(self) -> int:
+        """Connections open at the proxy now, either end of a tunnel counted."""
+        return len(self._writers)
 
     def url(self, *, scheme: str | None = None, userinfo: str | None = None) -> str:
         """The proxy's URL for ``Client(proxy=...)``, with ``userinfo`` (``user:password``) if given."""
@@ -75,19 +82,17 @@ class _Relay:
         assert task is not None
         self._tasks.add(task)  # type: ignore[arg-type]
         self._writers.add(writer)
-        upstream: asyncio.StreamWriter | None = None
         try:
             opened = await self._handshake(reader, writer)
             if opened is None:
                 return
             upstream_reader, upstream = opened
-            self._writers.add(upstream)
             self.tunnels += 1
             await asyncio.gather(_pipe(reader, upstream), _pipe(upstream_reader, writer))
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             pass
         finally:
-            for end in (writer, upstream):
+            for end in (writer, self._upstreams.pop(task, None)):
                 if end is not None:
                     self._writers.discard(end)
                     end.transport.abort()
@@ -101,9 +106,12 @@ class _Relay:
     async def _connect(self, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         self.targets.append((host, port))
         try:
-            return await asyncio.open_connection(host, port)
+            opened = await asyncio.open_connection(host, port)
         except OSError:
             return None
+        self._upstreams[asyncio.current_task()] = opened[1]  # type: ignore[index]
+        self._writers.add(opened[1])
+        return opened
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -123,14 +131,18 @@ class HttpConnectProxy(_Relay):
     With ``credentials``, a request without the matching ``Proxy-Authorization:
     Basic`` gets ``407``. ``status`` (a number) makes it answer every CONNECT
     with that status instead, as a failing proxy would (502, 503, ...).
-    ``requests`` keeps the head of every CONNECT request received.
+    ``answer_after`` delays the answer to a CONNECT by that many seconds, as a
+    slow proxy would. ``requests`` keeps the head of every CONNECT request received.
     """
 
     scheme = "http"
 
-    def __init__(self, *, credentials: tuple[str, str] | None = None, status: int | None = None) -> None:
+    def __init__(
+        self, *, credentials: tuple[str, str] | None = None, status: int | None = None, answer_after: float = 0.0
+    ) -> None:
         super().__init__(credentials=credentials)
         self.status = status
+        self.answer_after = answer_after
         self.requests: list[bytes] = []
 
     async def _handshake(
@@ -149,6 +161,8 @@ class HttpConnectProxy(_Relay):
                 return self._answer(writer, 407, "Proxy Authentication Required", 'Proxy-Authenticate: Basic realm="t"')
         if self.status is not None:
             return self._answer(writer, self.status, "Proxy Failure")
+        if self.answer_after:
+            await asyncio.sleep(self.answer_after)
         host, _, port = target.rpartition(":")
         opened = await self._connect(host.strip("[]"), int(port))
         if opened is None:

@@ -10,6 +10,8 @@ import pytest
 from helpers import MS, fast, until
 from proxy_servers import HttpConnectProxy, Socks5Proxy
 from structlog.testing import capture_logs
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Request
 
 import wsclient
 import wsclient.sync
@@ -285,6 +287,42 @@ async def test_socks5h_sends_the_host_name(server: FlakyServer, transport: str) 
     async with Socks5Proxy() as relay, wsclient.Client(url, proxy=relay.url(scheme="socks5h"), **fast()):
         pass
     assert relay.names == ["localhost"]
+
+
+async def test_a_handshake_that_ends_after_open_timeout_leaves_no_connection_open(transport: str) -> None:
+    # Each tunnel opens after 0.3 s and the server answers each upgrade 0.35 s later: past open_timeout
+    # (0.5 s), yet before a timer started when the tunnel opened would give up on it (0.8 s). Neither
+    # the attempt that timed out nor the one close() cancels may leave its late connection open.
+    held: set[ServerConnection] = set()
+    requests = 0
+
+    async def hold(connection: ServerConnection) -> None:
+        held.add(connection)
+        try:
+            await connection.wait_closed()
+        finally:
+            held.discard(connection)
+
+    async def answer_late(connection: ServerConnection, request: Request) -> None:
+        nonlocal requests
+        requests += 1
+        await asyncio.sleep(0.35)
+
+    async with (
+        serve(hold, "127.0.0.1", 0, process_request=answer_late, ping_interval=None) as upstream,
+        HttpConnectProxy(answer_after=0.3) as relay,
+    ):
+        port = upstream.sockets[0].getsockname()[1]
+        client = wsclient.Client(f"ws://127.0.0.1:{port}", proxy=relay.url(), **fast(open_timeout=0.5))
+        await client.start()
+        try:
+            # The second attempt's upgrade reached the server: the first one's answer came and went before.
+            await until(lambda: requests >= 2)
+        finally:
+            await client.close()
+        assert client.stats.sessions == 0
+        # Every connection ends at both ends: the server's and the client's socket at the proxy.
+        await until(lambda: not held and relay.open == 0, timeout=2)
 
 
 @pytest.fixture

@@ -309,8 +309,20 @@ class PicowsTransport(WSListener):
 
     # picows' listener callbacks.
 
+    def abandon(self) -> None:
+        """The handshake's caller gave up on it: close the connection now, or as soon as its handshake ends.
+
+        picows leaves a handshake cancelled mid-way running: it fails on picows' own handshake timer, or
+        completes late and calls :meth:`on_ws_connected`, which then closes the connection at once.
+        """
+        self._disconnected = True
+        if self.raw is not None:
+            self.raw.disconnect(graceful=False)
+
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.raw = transport
+        if self._disconnected:
+            transport.disconnect(graceful=False)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         """One Python call per frame: a whole message of one frame goes to the handler or the queue from here."""
@@ -619,13 +631,6 @@ def _proxy_error(exc: Exception) -> Exception:
     return error
 
 
-def _drop_late(connecting: asyncio.Future[tuple[WSTransport, Any]]) -> None:
-    """A handshake whose caller was cancelled finished on its own: close what it opened."""
-    if connecting.cancelled() or connecting.exception() is not None:
-        return
-    connecting.result()[0].disconnect(graceful=False)
-
-
 async def connect_picows(
     config: ClientConfig,
     url: str,
@@ -636,8 +641,10 @@ async def connect_picows(
 ) -> PicowsTransport:
     """Open the TCP connection and run the opening handshake within ``open_timeout``, picows' keepalive off.
 
-    picows leaves the socket open when ``ws_connect`` is cancelled mid-handshake, so the handshake runs
-    shielded: cancelling this call lets it end (within ``open_timeout``) and closes what it opened.
+    picows leaves the socket open when ``ws_connect`` is cancelled mid-handshake (by ``open_timeout``
+    or by the caller): the listener of that attempt is abandoned, so that a handshake completing late
+    closes its connection at once, and one that never completes ends on picows' own handshake timer
+    (``open_timeout`` from the moment the connection, or the proxy's tunnel, was made).
     Redirects are followed here as websockets follows them (see :func:`_redirect`), so that both
     transports follow the same ones, drop the same credentials and fail a loop with the same error.
     """
@@ -651,9 +658,10 @@ async def connect_picows(
         target, sent = url, extra
         async with asyncio.timeout(open_timeout):
             for _ in range(MAX_REDIRECTS):
+                listener = PicowsTransport(config, loop)
                 try:
                     result: tuple[WSTransport, Any] = await ws_connect(
-                        lambda: PicowsTransport(config, loop),
+                        lambda: listener,  # noqa: B023 - called within this await only
                         target,
                         ssl_context=ssl,
                         websocket_handshake_timeout=open_timeout,
@@ -673,15 +681,14 @@ async def connect_picows(
                 except WSHandshakeError as exc:
                     target, sent = _redirect(exc, target, sent)
                     continue
+                except BaseException:
+                    listener.abandon()
+                    raise
                 return result
             raise SecurityError(f"more than {MAX_REDIRECTS} redirects")
 
-    connecting = asyncio.ensure_future(handshake())
     try:
-        raw, listener = await asyncio.shield(connecting)
-    except asyncio.CancelledError:
-        connecting.add_done_callback(_drop_late)
-        raise
+        raw, listener = await handshake()
     except WSInvalidURL as exc:
         raise InvalidURI(url, str(exc)) from exc
     except WSHandshakeError as exc:
