@@ -40,6 +40,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 BOTH_TRANSPORTS = {
+    "test_recovery.py",
     "test_client_policy.py",
     "test_exit_paths.py",
     "test_proxies.py",

@@ -111,3 +111,64 @@ def test_stop_never_without_limits() -> None:
 def test_bad_settings_name_the_argument(kwargs: dict[str, object], error: type[Exception], name: str) -> None:
     with pytest.raises(error, match=name):
         Backoff(**kwargs)  # type: ignore[arg-type]
+
+
+# How much of an outage's count a session shorter than stable_after carries on: the bound of the delay after
+# its drop (initial * multiplier ** carried) stays within initial * stable_after / duration.
+@pytest.mark.parametrize(
+    ("attempts", "duration", "carried"),
+    [
+        (5, 0.0, 5),  # accepted, then dropped at once: the whole count, the delays keep growing
+        (50, 0.0, 50),
+        (5, 0.05, 5),  # 200: the count may grow to 7 (64 initial delays, the maximum's bound)
+        (9, 0.05, 7),
+        (9, 0.3, 5),  # a few hundred milliseconds: up to 32 initial delays (16 s)
+        (3, 0.3, 3),
+        (9, 1.0, 3),  # one second: up to 8 (4 s)
+        (9, 2.5, 2),  # exactly 4: up to 4 initial delays, inclusive
+        (9, 2.6, 1),
+        (9, 4.5, 1),  # the health check's 4.5 s: up to 2 initial delays (1 s)
+        (9, 5.0, 1),
+        (9, 5.1, 0),  # past half of stable_after: from initial again
+        (9, 9.99, 0),
+        (9, 10.0, 0),  # stable
+        (9, 3600.0, 0),
+        (0, 0.3, 0),
+        (0, 0.0, 0),
+    ],
+)
+def test_a_short_session_carries_the_count_its_duration_allows(attempts: int, duration: float, carried: int) -> None:
+    assert Backoff().carried_attempts(attempts, duration) == carried
+
+
+def test_the_delay_after_a_short_session_stays_within_initial_times_stable_after_over_its_duration() -> None:
+    backoff = Backoff(initial=0.5, maximum=1e9, multiplier=1.5, jitter=False, stable_after=10.0)
+    wait = backoff.wait()
+    for duration in (0.001, 0.01, 0.1, 0.3, 1.0, 2.0, 4.5, 6.0, 6.7, 9.0, 9.99):
+        carried = backoff.carried_attempts(1000, duration)
+        assert wait(state(carried + 1)) <= 0.5 * 10.0 / duration
+        # and no less than the next bound down: the largest delay the cap allows
+        assert wait(state(carried + 2)) > 0.5 * 10.0 / duration
+
+
+@pytest.mark.parametrize(
+    ("backoff", "attempts", "duration", "carried"),
+    [
+        (Backoff(multiplier=1.0), 7, 9.0, 7),  # a constant delay: nothing to pay back before stable_after
+        (Backoff(multiplier=1.0), 7, 10.0, 0),
+        (Backoff(stable_after=0), 7, 0.0, 0),  # every session is stable
+        (Backoff(initial=0), 7, 4.5, 1),  # the cap is in multiples of initial, whatever initial is
+        (Backoff(multiplier=3.0), 9, 1.0, 2),  # 3**2 <= 10 < 3**3
+        (Backoff(), 10**6, 1e-300, 999),  # 2**999 <= 1e301 < 2**1000
+        (Backoff(), 10**6, 5e-324, 10**6),  # the ratio and the product overflow to inf, which compare
+        (Backoff(), 10**6, 1e-9, 33),
+    ],
+)
+def test_carried_attempts_at_the_edges(backoff: Backoff, attempts: int, duration: float, carried: int) -> None:
+    assert backoff.carried_attempts(attempts, duration) == carried
+
+
+@pytest.mark.parametrize(("attempts", "duration"), [(-1, 1.0), (1, -0.1), (1, float("nan"))])
+def test_carried_attempts_rejects_what_no_session_reports(attempts: int, duration: float) -> None:
+    with pytest.raises(ValueError, match=r"attempts|duration"):
+        Backoff().carried_attempts(attempts, duration)

@@ -60,8 +60,10 @@ class Backoff:
     Attempt *n* waits a random time in ``[0, min(maximum, initial * multiplier**(n-1))]``
     ("full jitter", which spreads a crowd of clients reconnecting to one
     server), or exactly that bound with ``jitter=False``. The count restarts
-    only after a session stayed open for ``stable_after`` seconds, so a
-    server that accepts and drops at once is not hammered in a tight loop.
+    after a session stayed open for ``stable_after`` seconds; a shorter
+    session pays part of it back (``carried_attempts``), so a server that
+    accepts and drops at once is not hammered in a tight loop, while one that
+    stayed up for seconds is reconnected to promptly.
     """
 
     initial: float = 0.5
@@ -78,7 +80,11 @@ class Backoff:
     jitter: bool = True
     """Full jitter (random in ``[0, bound]``); ``False`` waits the bound itself."""
     stable_after: float = 10.0
-    """Seconds a session must stay open before the next outage starts from ``initial`` again."""
+    """Seconds a session must stay open before the next outage starts from ``initial`` again.
+
+    A shorter session of ``d`` seconds caps the bound of the next delay at
+    ``initial * stable_after / d`` (see ``carried_attempts``).
+    """
     overload_delay: float = 5.0
     """Extra delay after close 1013 or a 429/503 that gave no usable ``Retry-After``."""
     max_retry_after: float = 300.0
@@ -97,6 +103,50 @@ class Backoff:
             raise ValueError(f"Backoff multiplier must be >= 1, got {self.multiplier!r}")
         if self.maximum < self.initial:
             raise ValueError(f"Backoff maximum ({self.maximum}) must be >= initial ({self.initial})")
+
+    def carried_attempts(self, attempts: int, duration: float) -> int:
+        """How many of an outage's attempts a session that lasted ``duration`` seconds carries on.
+
+        The drop of such a session is the next attempt after the carried ones,
+        and waits that attempt's delay. A session that stayed up ``d`` seconds
+        caps the bound of that delay at ``initial * stable_after / d``: one that
+        lasted ``stable_after`` restarts from ``initial``, one half as long
+        allows twice the delay, and one that ended at once caps nothing, so the
+        count goes on growing against a server that accepts and drops at once or
+        within a few hundred milliseconds. Once the count has grown against a
+        server that keeps dropping after ``d`` seconds, each cycle lasts ``d``
+        plus a delay of more than ``initial * stable_after / (multiplier * d)``
+        (half that with full jitter, on average): with the defaults, at most
+        one connection every 2.2 s on average, whatever ``d`` is. A session of
+        several seconds lets the client come back promptly after it.
+
+        Args:
+            attempts: The attempts of the outage before the session, the one that opened it included.
+            duration: How long the session stayed open, in seconds.
+
+        Returns:
+            The attempts carried on: ``attempts`` at most, 0 once ``duration >= stable_after``.
+
+        Raises:
+            ValueError: ``attempts`` or ``duration`` is negative.
+        """
+        if attempts < 0:
+            raise ValueError(f"attempts must be >= 0, got {attempts!r}")
+        if not duration >= 0:
+            raise ValueError(f"duration must be >= 0, got {duration!r}")
+        if duration >= self.stable_after:
+            return 0
+        if duration == 0 or self.multiplier == 1:
+            return attempts
+        # The largest c with multiplier**c <= stable_after / duration, by multiplication: no log rounding,
+        # no overflow (the product reaches inf, which compares), and no more steps than ``attempts``.
+        ratio = self.stable_after / duration
+        growth = 1.0
+        for carried in range(attempts):
+            growth *= self.multiplier
+            if growth > ratio:
+                return carried
+        return attempts
 
     def wait(self) -> wait_base:
         """The tenacity wait strategy for these settings."""

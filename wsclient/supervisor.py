@@ -1,8 +1,9 @@
 """The connection supervisor: connect with retry, run a session, apply the policy, back off.
 
 This is the only place that decides what happens after a session ends. One
-outage is one tenacity retry loop; it restarts from the first delay only after
-a session stayed open for ``Backoff.stable_after`` seconds.
+outage is one tenacity retry loop; it restarts from the first delay after a
+session stayed open for ``Backoff.stable_after`` seconds, and a shorter
+session pays part of its count back (``Backoff.carried_attempts``).
 """
 
 from __future__ import annotations
@@ -155,7 +156,8 @@ class Supervisor:
         One outage is one tenacity retry loop, made when the outage starts and
         gone once a session opens: an open session holds no tenacity object.
         A session that ends before ``stable_after`` continues its outage's
-        count in a fresh loop, whose first attempt is that session's end.
+        count, less what its time up paid back (``Backoff.carried_attempts``),
+        in a fresh loop, whose first attempt is that session's end.
         """
         self._mark_down()
         while True:
@@ -189,10 +191,11 @@ class Supervisor:
                 self._log.error("fatal", error=describe_error(exc))
                 raise
             except Exception as exc:
-                # A session that ended before it was stable, or whose on_connect failed: the outage goes on.
+                # A session that ended before it was stable, or whose on_connect failed: the outage goes on,
+                # its count less what the session's time up paid back.
                 if not _is_transient(exc):  # pragma: no cover - FatalError is handled above
                     raise
-                self._seed, self._resume = exc, self._number - 1
+                self._seed, self._resume = exc, self._carried(exc)
                 continue
             if isinstance(outcome, SessionEnd):
                 self._log.info("stopped", code=outcome.code, closed_by=outcome.closed_by.value)
@@ -215,6 +218,13 @@ class Supervisor:
             before=self._before_attempt,
             before_sleep=self._before_sleep,
         )
+
+    def _carried(self, exc: Exception) -> int:
+        """The attempts of this outage the next loop continues from, after a session that was not stable."""
+        attempts = self._number - 1
+        if isinstance(exc, SessionDropped):
+            return self._config.backoff.carried_attempts(attempts, exc.end.duration)
+        return attempts  # on_connect failed: as a failed attempt, whatever the session's time up
 
     def _before_attempt(self, retry_state: RetryCallState) -> None:
         if self._resume:
