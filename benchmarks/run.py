@@ -480,10 +480,15 @@ async def round_trips(settings: Settings) -> list[Row]:
     return list(rows.values())
 
 
-async def request_futures_map(url: str, count: int) -> list[float]:
+Requester = Callable[[int], Awaitable[None]]
+"""One request with the given id, awaited until its reply came."""
+
+
+@contextlib.asynccontextmanager
+async def futures_map_requester(url: str) -> AsyncIterator[Requester]:
     """The hand-written way: a reader task resolving a dict of futures by the reply's ``id``."""
-    times = []
     pending: dict[int, asyncio.Future[str | bytes]] = {}
+    loop = asyncio.get_running_loop()
     async with connect(url, compression=None) as ws:
 
         async def read() -> None:
@@ -492,36 +497,55 @@ async def request_futures_map(url: str, count: int) -> list[float]:
                 if future is not None and not future.done():
                     future.set_result(message)
 
+        async def request(n: int) -> None:
+            future = pending[n] = loop.create_future()
+            await ws.send(json.dumps({"id": n, "method": "ping"}))
+            async with asyncio.timeout(10):
+                await future
+
         reader = asyncio.create_task(read())
         try:
-            loop = asyncio.get_running_loop()
-            for n in range(count):
-                started = time.perf_counter()
-                future = pending[n] = loop.create_future()
-                await ws.send(json.dumps({"id": n, "method": "ping"}))
-                async with asyncio.timeout(10):
-                    await future
-                times.append(time.perf_counter() - started)
+            yield request
         finally:
             reader.cancel()
             await asyncio.wait({reader})
-    return times
 
 
-async def request_wsclient(url: str, count: int) -> list[float]:
-    times = []
+@contextlib.asynccontextmanager
+async def wsclient_requester(url: str) -> AsyncIterator[Requester]:
     async with wsclient.Client(url, compression=None, reply_key=wsclient.json_field("id")) as client:
-        for n in range(count):
-            started = time.perf_counter()
+
+        async def request(n: int) -> None:
             await client.request(json.dumps({"id": n, "method": "ping"}), key=n, timeout=10)
-            times.append(time.perf_counter() - started)
-    return times
+
+        yield request
 
 
-REQUESTERS: list[tuple[str, Callable[[str, int], Awaitable[list[float]]]]] = [
-    ("hand-written futures map on websockets", request_futures_map),
-    ("wsclient `request()`", request_wsclient),
+REQUESTERS: list[tuple[str, Callable[[str], contextlib.AbstractAsyncContextManager[Requester]]]] = [
+    ("hand-written futures map on websockets", futures_map_requester),
+    ("wsclient `request()`", wsclient_requester),
 ]
+
+
+async def interleaved_requests(url: str, count: int) -> dict[str, list[float]]:
+    """Time ``count`` round trips of each requester, taking turns request by request on connections open together.
+
+    On a shared machine a stall of a few milliseconds (another process
+    scheduled on the core) lands on some requests of whoever runs at that
+    moment; with the contenders one after the other, a burst of load falls on
+    one contender's window and moves its p99 alone. Taking turns spreads it
+    over both. The order of the turn alternates, so neither always goes first.
+    """
+    times: dict[str, list[float]] = {name: [] for name, _ in REQUESTERS}
+    async with contextlib.AsyncExitStack() as stack:
+        contenders = [(name, await stack.enter_async_context(open_(url))) for name, open_ in REQUESTERS]
+        turns = [contenders, contenders[::-1]]
+        for n in range(count):
+            for name, request in turns[n % 2]:
+                started = time.perf_counter()
+                await request(n)
+                times[name].append(time.perf_counter() - started)
+    return times
 
 
 async def request_round_trips(settings: Settings) -> list[Row]:
@@ -533,8 +557,9 @@ async def request_round_trips(settings: Settings) -> list[Row]:
             for q in (50, 99)
         }
         for _ in range(settings.repeats):
-            for name, requester in REQUESTERS:
-                times = sorted(await requester(url, settings.round_trips))
+            gc.collect()
+            for name, times in (await interleaved_requests(url, settings.round_trips)).items():
+                times.sort()
                 for q in (50, 99):
                     rows[(name, q)].runs.append(times[int(len(times) * q / 100) - 1] * 1e6)
     return list(rows.values())

@@ -16,6 +16,7 @@ from benchmarks.run import (
     REQUESTERS,
     Row,
     cost,
+    interleaved_requests,
     markdown,
     recv_websockets,
     recv_websockets_sync,
@@ -52,12 +53,13 @@ async def test_every_echo_contender_times_each_round_trip() -> None:
             assert all(t > 0 for t in times), name
 
 
-async def test_every_requester_times_each_round_trip() -> None:
+async def test_every_requester_times_each_round_trip_taking_turns() -> None:
     async with server_process("echo") as (port, _):
-        for name, requester in REQUESTERS:
-            times = await requester(f"ws://127.0.0.1:{port}/", 50)
-            assert len(times) == 50, name
-            assert all(t > 0 for t in times), name
+        times = await interleaved_requests(f"ws://127.0.0.1:{port}/", 50)
+    assert sorted(times) == sorted(name for name, _ in REQUESTERS)
+    for name, taken in times.items():
+        assert len(taken) == 50, name
+        assert all(t > 0 for t in taken), name
 
 
 async def test_sink_server_answers_once_every_byte_arrived() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
+from collections.abc import AsyncIterator
 
 import pytest
 import trustme
@@ -485,3 +486,125 @@ async def test_pump_fills_a_queue_in_order_and_waits_while_it_is_full(transport:
     assert received == [str(number) for number in range(count)]
     assert stats.messages_in == count
     assert taken == (received if through_sink else [])
+
+
+# Writing without a coroutine (the send path of Client.send and request())
+
+
+async def test_plain_writes_keep_their_order_among_the_librarys_own_sends(transport: str) -> None:
+    """``write()`` is a plain call; mixed with ``send()`` and pings, the frames reach the server in call order."""
+    got: list[wsclient.Data] = []
+
+    async def collect(connection: ServerConnection) -> None:
+        async for message in connection:
+            got.append(message)
+
+    async with FlakyServer(handler=collect) as server:
+        config = wsclient.Client(server.url, **fast()).config
+        opened = await open_transport(config, server.url, None, None)
+        assert opened.write is not None
+        try:
+            for number in range(30):
+                if number % 3 == 0:
+                    await opened.send(str(number).encode(), text=True)
+                elif number % 3 == 1:
+                    assert opened.write(str(number).encode(), True) is False  # far below the write buffer's limit
+                else:
+                    assert opened.write(str(number).encode(), False) is False
+                    await opened.ping()
+            await until(lambda: len(got) == 30, BOUND)
+        finally:
+            await opened.close(1000, "")
+    assert got == [str(n) if n % 3 != 2 else str(n).encode() for n in range(30)]
+
+
+async def test_a_plain_write_reports_a_full_buffer_and_drained_waits_for_the_peer(transport: str) -> None:
+    """Backpressure: once the peer stops reading, ``write()`` returns True and ``drained()`` waits until it reads."""
+    reading = asyncio.Event()
+    got: list[int] = []
+
+    async def slow(connection: ServerConnection) -> None:
+        await reading.wait()
+        async for message in connection:
+            got.append(len(message))
+
+    chunk = os.urandom(256 * 1024)
+    async with FlakyServer(handler=slow) as server, asyncio.timeout(BOUND):
+        config = wsclient.Client(server.url, **fast(compression=None)).config
+        opened = await open_transport(config, server.url, None, None)
+        assert opened.write is not None
+        try:
+            written = 0
+            while True:
+                written += 1
+                assert written < 400, "the write buffer never filled"
+                if opened.write(chunk, False):
+                    break
+                await asyncio.sleep(0)  # let the loop move bytes into the socket, as a sender between messages does
+            draining = asyncio.create_task(opened.drained())
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert not draining.done()
+            reading.set()
+            await draining
+            assert opened.is_open
+            await until(lambda: len(got) == written)
+        finally:
+            await opened.close(1000, "")
+    assert got == [len(chunk)] * written
+
+
+@pytest.mark.websockets_only("a fragmented message sent through websockets' own connection object")
+async def test_a_write_during_a_fragmented_message_waits_for_its_last_fragment() -> None:
+    gate = asyncio.Event()
+    got: list[wsclient.Data] = []
+
+    async def collect(connection: ServerConnection) -> None:
+        async for message in connection:
+            got.append(message)
+
+    async def pieces() -> AsyncIterator[str]:
+        yield "frag"
+        await gate.wait()
+        yield "mented"
+
+    async with FlakyServer(handler=collect) as server, asyncio.timeout(BOUND):
+        config = wsclient.Client(server.url, **fast()).config
+        opened = await open_transport(config, server.url, None, None)
+        assert opened.write is not None
+        try:
+            fragmented = asyncio.create_task(opened.raw.send(pieces()))
+            await until(lambda: opened.raw.protocol.expect_continuation_frame)
+            # Not written between two fragments (a protocol error): left to drained(), which sends it after.
+            assert opened.write(b"after", True) is True
+            draining = asyncio.create_task(opened.drained())
+            gate.set()
+            await asyncio.gather(fragmented, draining)
+            await until(lambda: len(got) == 2)
+        finally:
+            await opened.close(1000, "")
+    assert got == ["fragmented", "after"]
+
+
+@pytest.mark.websockets_only("a socket write that raises, on the websockets transport's own write path")
+async def test_a_write_that_fails_in_the_socket_ends_the_session_and_counts_the_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with FlakyServer() as server, asyncio.timeout(BOUND), wsclient.Client(server.url, **fast()) as client:
+        await client.wait_open(timeout=BOUND)
+        session = client.session
+        assert session is not None
+
+        def fails(data: object) -> None:
+            raise OSError("the socket refused the write")
+
+        monkeypatch.setattr(session.transport.raw.transport, "write", fails)
+        await client.send("lost")  # what websockets' send() would raise is taken as the session's end
+        assert client.stats.sends_interrupted == 1
+        assert client.stats.messages_out == 0
+        assert not session.is_open
+        await until(lambda: client.session is not None and client.session is not session)
+        await client.wait_open(timeout=BOUND)
+        await client.send("after")
+        assert await client.recv() == "after"
+    assert client.stats.messages_out == 1

@@ -698,12 +698,16 @@ class Client(Generic[M]):
             if transport.is_open:
                 written = False
                 try:
+                    # A plain call while the write buffer is below its limit: no coroutine, nothing to cancel.
                     if (write := transport.write) is None:
                         await transport.send(payload, text=text)
+                        # websockets returns normally when the connection is aborted while a send waits to drain.
+                        written = transport.is_open
                     elif write(payload, text):
                         await transport.drained()
-                    # websockets returns normally when the connection is aborted while a send waits to drain.
-                    written = transport.is_open
+                        written = transport.is_open
+                    else:
+                        written = True
                 except ConnectionClosed:
                     pass
                 finally:
@@ -865,10 +869,17 @@ class Client(Generic[M]):
     async def _write(self, session: Session, payload: bytes | bytearray | memoryview, text: bool) -> None:
         """Write into the open session; the message counts as written or interrupted on every way out."""
         written = False
+        transport = session.transport
         try:
-            await session.transport.send(payload, text=text)
-            # websockets returns normally when the connection is aborted while a send waits to drain.
-            written = session.transport.is_open
+            if (write := transport.write) is None:
+                await transport.send(payload, text=text)
+                # websockets returns normally when the connection is aborted while a send waits to drain.
+                written = transport.is_open
+            elif write(payload, text):
+                await transport.drained()
+                written = transport.is_open
+            else:
+                written = True
         except ConnectionClosed:
             pass
         finally:

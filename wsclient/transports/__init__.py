@@ -100,8 +100,8 @@ class Transport(Protocol):
     """``send(payload, text=...)``: write one message; waits while the write buffer is full."""
     write: Callable[[bytes | bytearray | memoryview, bool], bool] | None
     """``write(payload, text)``: write one message of an open connection at once, with no coroutine; True when
-    the write buffer is over its high-water mark, and the caller then awaits :meth:`drained`. None when the
-    library only writes from a coroutine (websockets): then :attr:`send` is the way."""
+    the write buffer is over its high-water mark (or the message could not be written yet), and the caller then
+    awaits :meth:`drained` at once. None when the library only writes from a coroutine: then :attr:`send` is the way."""
 
     @property
     def last_rx(self) -> float:
@@ -138,7 +138,10 @@ class Transport(Protocol):
         """
 
     async def drained(self) -> None:
-        """Wait until the write buffer is below its low-water mark, or the connection is gone."""
+        """Wait until the write buffer is below its low-water mark, or the connection is gone; never raises that.
+
+        A message that :attr:`write` could not write yet is written here, before the wait.
+        """
 
     async def ping(self) -> Awaitable[float]:
         """Send a ping; the result completes with the latency when its pong comes."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
@@ -97,10 +98,19 @@ class WebsocketsTransport:
     """A :class:`wsclient.transports.Transport` over a websockets connection.
 
     ``recv`` and ``send`` are websockets' own bound methods: the hot paths
-    pay for no wrapper call.
+    pay for no wrapper call. :meth:`write` writes a message without a
+    coroutine, the way websockets' own ``broadcast()`` does: the frame goes
+    through the connection's sans-I/O protocol (``send_text``/``send_binary``)
+    and its ``send_data()`` into the transport. Unlike ``broadcast()`` it
+    reports backpressure (the connection's write flow control, set from
+    ``write_limit``), so the caller waits in :meth:`drained` as websockets'
+    ``send()`` would. ``tests/test_transports.py`` pins the behaviour of the
+    websockets version this relies on.
     """
 
     pushes = False
+    _deferred: tuple[bytes | bytearray | memoryview, bool] | None = None
+    """A message :meth:`write` left to :meth:`drained` (set on the instance only then)."""
 
     def __init__(self, connection: TrackedConnection, text: bool, decode: bool = True, *, exact: bool = True) -> None:
         self.raw = connection
@@ -115,7 +125,7 @@ class WebsocketsTransport:
         # With deflate offered, websockets was given a limit with some slack for compressed frames (which may
         # be read before the handshake's answer tells whether deflate was taken): the session checks the message.
         self.checks_message_size = exact
-        self.write: Callable[[bytes | bytearray | memoryview, bool], bool] | None = None
+        self.write: Callable[[bytes | bytearray | memoryview, bool], bool] | None = self._write
 
     @property
     def last_rx(self) -> float:
@@ -157,8 +167,45 @@ class WebsocketsTransport:
         except ConnectionClosed:
             return
 
+    def _write(self, payload: bytes | bytearray | memoryview, text: bool) -> bool:
+        """Write one message of an open connection now; True when the caller must await :meth:`drained`.
+
+        What websockets' ``send()`` does between its checks and its wait for
+        the buffer to drain, without its coroutine and context manager. A
+        fragmented message sent through :attr:`raw` may be in progress (the
+        protocol then refuses another frame): the message is left to
+        :meth:`drained`, which sends it with ``send()`` once that one is done.
+        """
+        protocol = self.protocol
+        if protocol.expect_continuation_frame:
+            self._deferred = (payload, text)
+            return True
+        if text:
+            protocol.send_text(payload)
+        else:
+            protocol.send_binary(payload)
+        connection = self.raw
+        try:
+            connection.send_data()
+        except Exception:
+            # What websockets' send() does when writing fails: the connection is over (drained() lets it end).
+            connection.transport.abort()
+            return True
+        return connection.paused
+
     async def drained(self) -> None:
-        await self.raw.drain()
+        """Wait until the write buffer is below its low-water mark; return without raising once the connection broke.
+
+        After :meth:`write` returned True, the caller awaits this at once: a
+        message it left for later is sent here.
+        """
+        deferred, self._deferred = self._deferred, None
+        # The connection broke while the write drained: is_open says so now.
+        with contextlib.suppress(Exception):
+            if deferred is not None:
+                await self.raw.send(deferred[0], text=deferred[1])
+            else:
+                await self.raw.drain()
 
     def call_directly(self, direct: Direct | None) -> None:
         """Nothing to do: this transport pulls, and the session calls the handler from its own loop."""
