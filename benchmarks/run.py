@@ -199,17 +199,17 @@ async def recv_websocket_client(url: str) -> int:
     return await asyncio.to_thread(receive)
 
 
-def recv_wsclient_sync_blocking(url: str) -> int:
+def recv_wsclient_sync_blocking(url: str, transport: TransportName = "websockets") -> int:
     count = 0
-    with wsclient.sync.Client(url, compression=None, max_size=None) as client:
+    with wsclient.sync.Client(url, compression=None, max_size=None, transport=transport) as client:
         for _ in client:
             count += 1
     return count
 
 
-async def recv_wsclient_sync(url: str) -> int:
+async def recv_wsclient_sync(url: str, transport: TransportName = "websockets") -> int:
     """The sync client in a thread, iterated there as a program without asyncio would."""
-    return await asyncio.to_thread(recv_wsclient_sync_blocking, url)
+    return await asyncio.to_thread(recv_wsclient_sync_blocking, url, transport)
 
 
 def recv_websockets_sync_blocking(url: str) -> int:
@@ -238,6 +238,7 @@ RECEIVERS: list[tuple[str, Callable[[str], Awaitable[int]], str | None]] = [
     ("websocket-client (thread, no UTF-8 check)", recv_websocket_client, "websocket"),
     ("websockets sync `for` (thread)", recv_websockets_sync, None),
     ("wsclient.sync `for` (thread)", recv_wsclient_sync, None),
+    ("wsclient.sync on picows `for` (thread)", partial(recv_wsclient_sync, transport="picows"), "picows"),
 ]
 
 
@@ -428,9 +429,9 @@ def echo_websockets_sync_blocking(url: str, count: int) -> list[float]:
     return times
 
 
-def echo_wsclient_sync_blocking(url: str, count: int) -> list[float]:
+def echo_wsclient_sync_blocking(url: str, count: int, transport: TransportName = "websockets") -> list[float]:
     times = []
-    with wsclient.sync.Client(url, compression=None) as client:
+    with wsclient.sync.Client(url, compression=None, transport=transport) as client:
         for _ in range(count):
             started = time.perf_counter()
             client.send("ping")
@@ -456,6 +457,7 @@ ECHOERS: list[tuple[str, Callable[[str, int], Awaitable[list[float]]], str | Non
     ("websocket-client (thread, no UTF-8 check)", in_thread(echo_websocket_client_blocking), "websocket"),
     ("websockets sync (thread)", in_thread(echo_websockets_sync_blocking), None),
     ("wsclient.sync (thread)", in_thread(echo_wsclient_sync_blocking), None),
+    ("wsclient.sync on picows (thread)", in_thread(partial(echo_wsclient_sync_blocking, transport="picows")), "picows"),
 ]
 
 

@@ -21,10 +21,11 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pytest
 from helpers import MS, fast
+from structlog.testing import capture_logs
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -169,7 +170,10 @@ def test_iteration_is_one_stream_across_drops_and_sends_buffer_while_down(echo: 
         client.send("1")
         assert client.recv(timeout=5) == "1"
         echo.do(lambda s: s.drop())
-        client.send("2")  # sent now or buffered for the next session, never lost
+        # Once the client saw the drop (a message written into the dying connection would be in flight, lost),
+        # it is sent on the next session or buffered for it, never lost.
+        wait_until(lambda: client.stats.reconnects >= 1)
+        client.send("2")
         assert client.recv(timeout=5) == "2"
         echo.run(lambda s: s.stop())
         wait_until(lambda: client.state is wsclient.State.RECONNECTING)
@@ -217,6 +221,104 @@ def test_many_sender_threads_keep_each_threads_order(echo: ThreadedServer) -> No
     for n in range(senders):
         assert [int(i) for t, i in received if t == str(n)] == list(range(each))
     assert client.stats.messages_out == senders * each
+
+
+Via = Literal["websockets", "picows"]
+TRANSPORTS = pytest.mark.parametrize("via", ["websockets", "picows"])
+"""The sync client's own tests of a path on both transports (it passes ``transport`` itself)."""
+
+
+@TRANSPORTS
+def test_sends_that_do_not_wait_keep_their_order_and_are_counted(echo: ThreadedServer, via: Via) -> None:
+    # Small ASCII str and bytes go to the loop without waiting for the write; the rest wait as before.
+    messages: list[str | bytes] = []
+    for i in range(300):
+        messages.append(f"{i}" if i % 3 else f"{i}".encode())
+    messages += ["é non-ASCII", bytes(70_000), "x" * 70_000]
+    with wsclient.sync.Client(echo.url, transport=via, max_size=None, **fast()) as client:
+        for message in messages:
+            client.send(message)
+        received = [client.recv(timeout=5) for _ in messages]
+    assert received == messages
+    assert client.stats.messages_out == len(messages)
+    assert client.unsent() == []
+
+
+@TRANSPORTS
+def test_sends_that_do_not_wait_are_still_checked_in_the_caller(echo: ThreadedServer, via: Via) -> None:
+    with wsclient.sync.Client(echo.url, transport=via, **fast()) as client:
+        with pytest.raises(ValueError, match="ttl"):
+            client.send("ok", ttl=-1.0)
+        with pytest.raises(UnicodeEncodeError):
+            client.send("\ud800")
+        with pytest.raises(TypeError):
+            client.send(1)  # type: ignore[arg-type]
+        client.send("after", ttl=5.0)
+        assert client.recv(timeout=5) == "after"
+    assert echo.received == ["after"]
+
+
+@contextlib.contextmanager
+def loop_held(client: wsclient.sync.Client[Any]) -> Iterator[None]:
+    """Keep the client's event loop busy in a callback until the block ends: it takes nothing handed to it."""
+    loop = client._portal.loop
+    assert loop is not None
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        release.wait(5)
+
+    loop.call_soon_threadsafe(hold)
+    assert holding.wait(5)
+    try:
+        yield
+    finally:
+        release.set()
+
+
+@TRANSPORTS
+def test_sends_that_do_not_wait_are_bounded_then_send_waits_again(echo: ThreadedServer, via: Via) -> None:
+    # Memory stays bounded: with 16 messages on their way and none taken, the next send() waits for its own.
+    with wsclient.sync.Client(echo.url, transport=via, **fast()) as client:
+        with loop_held(client):
+            for i in range(16):
+                started = time.monotonic()
+                client.send(f"{i}", timeout=5)
+                assert time.monotonic() - started < 1
+            with pytest.raises(TimeoutError):
+                client.send("waits", timeout=0.2)
+        got = [client.recv(timeout=5) for _ in range(16)]
+        client.send("after", timeout=5)
+        assert client.recv(timeout=5) == "after"
+    assert got == [f"{i}" for i in range(16)]
+    assert echo.received == [*got, "after"]  # the one that timed out before the loop took it never went
+
+
+@TRANSPORTS
+def test_a_send_the_client_refuses_after_it_was_handed_over_stays_unsent(echo: ThreadedServer, via: Via) -> None:
+    with capture_logs() as logs:
+        client = wsclient.sync.Client(echo.url, transport=via, **fast())
+        with client:
+            loop = client._portal.loop
+            assert loop is not None
+            closing: list[asyncio.Task[None]] = []
+
+            def close_now() -> None:
+                # Started as the send after it will be (eagerly on Python 3.12+), so the close goes first.
+                if sys.version_info >= (3, 12):
+                    closing.append(asyncio.Task(client._client.close(), loop=loop, eager_start=True))
+                else:
+                    closing.append(loop.create_task(client._client.close()))
+
+            with loop_held(client):
+                # The client stops on its own (as when the server ends it) before the loop takes the message.
+                loop.call_soon_threadsafe(close_now)
+                assert client.state is wsclient.State.OPEN
+                client.send("late")  # handed over without waiting: the state was still open
+            wait_until(lambda: bool(closing) and closing[0].done())
+    assert client.unsent() == ["late"]
+    assert [log["error"] for log in logs if log["event"] == "send_failed"] == ["ClientClosed"]
 
 
 def test_close_from_another_thread_ends_iteration(stream: ThreadedServer) -> None:

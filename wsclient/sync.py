@@ -3,9 +3,11 @@
 A sync ``Client`` drives a :class:`wsclient.Client` on an event loop of its
 own, in one background thread, so reconnection, heartbeat, outbox and policy
 are the asyncio client's, not a second implementation. Blocking calls hand a
-coroutine to that loop and wait for it, with a ``timeout``; received messages
-cross to the reading thread through a bounded, thread-safe inbox, without a
-wake-up per message while the reader keeps up.
+coroutine to that loop and wait for it, with a ``timeout``; a small ``send()``
+while a session is open is handed over without waiting for the write (a
+bounded number at a time); received messages cross to the reading thread
+through a bounded, thread-safe inbox, without a wake-up per message while the
+reader keeps up.
 
 Callbacks (``on_connect``, ``on_message``, ``on_disconnect``, ``on_state_change``, and ``url``/``headers`` when given
 as callables) are plain functions. They run in a second background thread,
@@ -33,6 +35,7 @@ import contextvars
 import inspect
 import os
 import ssl as ssl_module
+import sys
 import threading
 import time
 import weakref
@@ -61,6 +64,11 @@ _PLAIN_CALLBACKS = ("url", "headers", "on_disconnect", "on_state_change")
 """Callbacks whose arguments and result cross threads unchanged: a new one such as ``on_disconnect`` goes here."""
 
 _log = structlog.get_logger("wsclient")
+
+_QUICK_SIZE = 65536
+"""Largest ``str``/``bytes`` (in characters or bytes) that ``send()`` hands to the loop without waiting."""
+_QUICK_WINDOW = 16
+"""Messages handed over without waiting that may be on their way at once; past them ``send()`` waits again."""
 
 
 def _wait(name: str, timeout: object) -> float | None:
@@ -224,6 +232,13 @@ class _Portal:
         self._started = threading.Event()
         self._calls: dict[concurrent.futures.Future[Any], asyncio.Task[Any]] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._sends: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
+        """Messages handed over by :meth:`send_soon` whose send has not ended yet (guarded by ``_lock``)."""
+        self.close_requested = False
+        """Set (under ``_lock``) before a close is scheduled: no ``send_soon()`` may then race it."""
+        self.failed_sends: list[Any] = []
+        """Messages handed over without waiting that the client refused (it stopped first): still unsent."""
 
     # Lifecycle.
 
@@ -273,7 +288,7 @@ class _Portal:
                 self._accepting = False
             # Calls scheduled before the gate closed start on the next turn of the loop; then wait for them.
             await asyncio.sleep(0)
-            if pending := set(self._calls.values()) | self._closing:
+            if pending := set(self._calls.values()) | self._closing | self._sends:
                 await asyncio.wait(pending)
             self.end = end
             self.inbox.close(end)
@@ -287,6 +302,7 @@ class _Portal:
             return  # the connection is the parent's
         with self._lock:
             if self._accepting and self.loop is not None:
+                self.close_requested = True
                 self.loop.call_soon_threadsafe(self._close_soon, code, reason)
 
     def _close_soon(self, code: int, reason: str) -> None:
@@ -336,6 +352,51 @@ class _Portal:
                     if self._accepting and self.loop is not None:
                         self.loop.call_soon_threadsafe(self._cancel, future)
             raise
+
+    def send_soon(self, send: Callable[..., Coroutine[Any, Any, None]], message: Data, ttl: float | None) -> bool:
+        """Hand ``send(message, ttl=ttl)`` to the loop without waiting for it; False if the caller must wait instead.
+
+        The caller waits (``call()``) when ``_QUICK_WINDOW`` messages are still
+        on their way (a slow connection: backpressure), once a close was
+        requested (so a quick send never races it), and from the loop's thread.
+        """
+        if threading.current_thread() is self.loop_thread:
+            return False
+        with self._lock:
+            if not self._accepting or self.loop is None or self.close_requested or self._in_flight >= _QUICK_WINDOW:
+                return False
+            self._in_flight += 1
+            self.loop.call_soon_threadsafe(self._start_send, send, message, ttl)
+        return True
+
+    def _start_send(self, send: Callable[..., Coroutine[Any, Any, None]], message: Data, ttl: float | None) -> None:
+        assert self.loop is not None
+        if sys.version_info >= (3, 12):
+            # The write happens now, in this callback, not one turn of the loop later; it usually ends here too.
+            task = asyncio.Task(self._send(send, message, ttl), loop=self.loop, eager_start=True)
+            if task.done():
+                return
+        else:
+            task = self.loop.create_task(self._send(send, message, ttl))
+        self._sends.add(task)
+
+    async def _send(self, send: Callable[..., Coroutine[Any, Any, None]], message: Data, ttl: float | None) -> None:
+        """A send handed over by :meth:`send_soon`, accounted for on every way out, with no done callback."""
+        error: BaseException | None = None
+        try:
+            await send(message, ttl=ttl)
+        except BaseException as exc:
+            error = exc
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._sends.discard(asyncio.current_task())
+            with self._lock:
+                self._in_flight -= 1
+            if error is not None:
+                # The client stopped (or its outbox filled up) between the caller's look and the loop's turn.
+                self.failed_sends.append(message)
+                _log.warning("send_failed", error=type(error).__name__, unsent=len(self.failed_sends))
 
     def _begin(self, future: concurrent.futures.Future[T], function: Callable[[], Coroutine[Any, Any, T]]) -> None:
         if not future.set_running_or_notify_cancel():
@@ -832,6 +893,9 @@ class Client(Generic[M]):
         if portal.loop_thread is None:
             self._client_close_idle(code, reason)
             return
+        with portal._lock:
+            # Sends after this wait for their outcome, so none is handed over behind the close unseen.
+            portal.close_requested = True
         with contextlib.suppress(wsclient.ClientClosed):  # it may have stopped on its own
             portal.call(None, self._client.close, code, reason)
         if not portal.join(wait):
@@ -923,6 +987,14 @@ class Client(Generic[M]):
         messages go out in the order that thread sent them. ``ttl`` is the
         asyncio client's: a buffered message not written within it is never sent.
 
+        While a session is open, a ``str`` of ASCII or a ``bytes`` of at most
+        64 KiB is handed to the client's loop without waiting for the write
+        (as long as fewer than 16 such messages are still on their way;
+        beyond that ``send()`` waits again). If the loop then cannot take such
+        a message (the client stopped in between, or the session ended with a
+        full outbox and ``overflow="error"``), it is listed by :meth:`unsent`
+        and a ``send_failed`` warning is logged.
+
         Args:
             message: A ``str`` (a text frame) or ``bytes`` (a binary frame).
             ttl: Seconds a buffered message may wait for a session; ``None``: no deadline.
@@ -936,6 +1008,17 @@ class Client(Generic[M]):
         """
         wait = _wait("timeout", timeout)
         self._check_started()
+        kind = type(message)
+        if (
+            (kind is bytes or (kind is str and message.isascii()))
+            and len(message) <= _QUICK_SIZE
+            and self._client.state is wsclient.State.OPEN
+        ):
+            # Nothing can fail in the caller any more (the type, the encoding, ttl aside): don't wait for the write.
+            if ttl is not None:
+                check_timeout("ttl", ttl)
+            if self._portal.send_soon(self._client.send, message, ttl):
+                return
         self._portal.call(wait, self._client.send, message, ttl=ttl)
 
     def request(self, message: Data, *, key: Hashable, timeout: float | None = 10.0) -> M:
@@ -962,4 +1045,4 @@ class Client(Generic[M]):
 
     def unsent(self) -> list[Data]:
         """Messages handed to ``send()`` that no session has written yet (all of them, once closed)."""
-        return self._client.unsent()
+        return self._client.unsent() + self._portal.failed_sends
