@@ -603,18 +603,24 @@ class Session:
             self._sender = None
 
     async def _consume(self, deliver: Deliver) -> SessionEnd:
+        """Deliver every message of the connection until it ends, and say how it ended.
+
+        Each loop waits in ``arrival()`` while nothing waits for ``recv()``:
+        an idle connection holds one future there rather than a suspended ``recv()``.
+        """
         recv, stats = self._recv, self._stats
         limit = self._config.max_size
-        put = partial(self._put, deliver) if isinstance(deliver, Inbox) else deliver
         requests = self._requests
         transport = self.transport
         try:
             if (held := self._held) is not None:
                 # What arrived while on_connect waited for its replies comes first, in order.
                 self._held = None
+                put = partial(self._put, deliver) if isinstance(deliver, Inbox) else deliver
                 while (message := held.poll()) is not None:
                     stats.messages_in += 1
                     await put(message)
+            queued, arrival = transport.queued, transport.arrival
             if transport.pushes:
                 await self._pump(deliver)
             elif requests is not None and isinstance(deliver, Handler):
@@ -623,7 +629,10 @@ class Session:
                 # Only a client with reply_key pays for the lookup, and only while a request waits.
                 pending, resolve = requests.pending, requests.resolve
                 compressed = limit is not None and not transport.checks_message_size
+                put = partial(self._put, deliver) if isinstance(deliver, Inbox) else deliver
                 while True:
+                    if not queued:
+                        await arrival()
                     message = await recv()
                     if compressed and too_big(message, limit):  # type: ignore[arg-type]
                         await transport.close(MESSAGE_TOO_BIG, over_max_size(limit))  # type: ignore[arg-type]
@@ -634,22 +643,32 @@ class Session:
                     await put(message)
             elif limit is not None and not transport.checks_message_size:
                 # Compressed frames were let through with some slack: check the message itself.
+                inbox, handle = (deliver, None) if isinstance(deliver, Inbox) else (None, deliver)
                 while True:
+                    if not queued:
+                        await arrival()
                     message = await recv()
                     if too_big(message, limit):
                         await transport.close(MESSAGE_TOO_BIG, over_max_size(limit))
                         continue
                     stats.messages_in += 1
-                    await put(message)
+                    if handle is not None:
+                        await handle(message)
+                    elif not inbox.offer(message):  # type: ignore[union-attr]
+                        await self._put(inbox, message)  # type: ignore[arg-type]
             elif isinstance(deliver, Inbox):
                 offer = deliver.offer
                 while True:
+                    if not queued:
+                        await arrival()
                     message = await recv()
                     stats.messages_in += 1
                     if not offer(message):
                         await self._put(deliver, message)
             else:
                 while True:
+                    if not queued:
+                        await arrival()
                     message = await recv()
                     stats.messages_in += 1
                     await deliver(message)
@@ -688,8 +707,11 @@ class Session:
         limit = self._config.max_size
         compressed = limit is not None and not transport.checks_message_size
         pending, resolve = requests.pending, requests.resolve
+        queued, arrival = transport.queued, transport.arrival
         try:
             while True:
+                if not queued:
+                    await arrival()
                 message = await recv()
                 if compressed and too_big(message, limit):  # type: ignore[arg-type]
                     await transport.close(MESSAGE_TOO_BIG, f"message over max_size ({limit} bytes)")

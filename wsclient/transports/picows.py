@@ -17,7 +17,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sized
 from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
@@ -187,6 +187,15 @@ class PicowsTransport(WSListener):
     def response_headers(self) -> Headers:
         assert self.raw is not None
         return Headers(list(self.raw.response.headers.items()))
+
+    @property
+    def queued(self) -> Sized:
+        """Nothing waits for ``recv`` here: messages are pushed (see :meth:`pump`)."""
+        return ()
+
+    @property
+    def arrival(self) -> Callable[[], Awaitable[None]]:
+        return _arrived
 
     async def _send_message(self, payload: bytes | bytearray | memoryview | str, text: bool = False) -> None:
         """Write one message; wait while picows' write buffer is over its high-water mark."""
@@ -555,6 +564,10 @@ class PicowsTransport(WSListener):
         raw.send_close(WSCloseCode(code), reason.encode())
         if self._close_timer is None:
             self._close_timer = self.loop.call_later(self._close_timeout, raw.disconnect, False)
+
+
+async def _arrived() -> None:
+    """What :attr:`PicowsTransport.arrival` waits for: nothing (``recv`` waits itself)."""
 
 
 def _handshake_error(exc: WSHandshakeError) -> Exception:
