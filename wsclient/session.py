@@ -167,6 +167,33 @@ class Session:
     the session's messages and before buffered sends go out.
     """
 
+    # Slots, not a __dict__: a session lives as long as its connection, and a process may hold thousands.
+    __slots__ = (
+        "_cause",
+        "_config",
+        "_held",
+        "_hook_reader",
+        "_log",
+        "_observers",
+        "_outbox",
+        "_over",
+        "_recv",
+        "_requests",
+        "_sender",
+        "_stats",
+        "_tg",
+        "_timers",
+        "bound",
+        "connection",
+        "flushing",
+        "hook_error",
+        "id",
+        "number",
+        "ready",
+        "started",
+        "transport",
+    )
+
     def __init__(
         self,
         transport: Transport,
@@ -207,7 +234,7 @@ class Session:
         self._outbox: Outbox[Data] | None = None
         self._hook_reader: asyncio.Task[None] | None = None
         self._held: Inbox[Data] | None = None
-        self._timers: list[HeartbeatTimer | IdleTimer] = []
+        self._timers: tuple[HeartbeatTimer | IdleTimer, ...] = ()
 
     def __repr__(self) -> str:
         transport = self.transport
@@ -439,12 +466,12 @@ class Session:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 # Timers, not sleeping tasks: an idle session holds a timer handle for each.
-                timers: list[HeartbeatTimer | IdleTimer] = []
-                self._timers = timers
+                timers: tuple[HeartbeatTimer | IdleTimer, ...] = ()
                 if (heartbeat := self._config.heartbeat) is not None:
-                    timers.append(HeartbeatTimer(heartbeat, self, self._spawn_watch, self._log))
+                    timers += (HeartbeatTimer(heartbeat, self, self._spawn_watch, self._log),)
                 if (idle_timeout := self._config.idle_timeout) is not None:
-                    timers.append(IdleTimer(idle_timeout, self, self._verdict))
+                    timers += (IdleTimer(idle_timeout, self, self._verdict),)
+                self._timers = timers
                 for timer in timers:
                     timer.start()
                 try:
@@ -452,6 +479,7 @@ class Session:
                     end = None if on_connect is None else await self._hook(on_connect)
                     if end is None:
                         self._opened(on_ready, outbox)
+                        del on_ready  # a bound method: this frame lives as long as the session, keep nothing spent
                         end = await self._consume(deliver)
                 finally:
                     for timer in timers:

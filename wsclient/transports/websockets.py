@@ -133,6 +133,7 @@ class WebsocketsTransport:
     """
 
     pushes = False
+    __slots__ = ("checks_message_size", "loop", "protocol", "raw", "recv", "send", "write")
 
     def __init__(self, connection: TrackedConnection, text: bool, decode: bool = True, *, exact: bool = True) -> None:
         self.raw = connection
