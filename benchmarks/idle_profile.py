@@ -65,7 +65,10 @@ async def open_connections(kind: str, url: str, n: int) -> tuple[list[Any], Any]
         ]
 
         async def close_picows() -> None:
+            from picows import WSCloseCode
+
             for transport in transports:
+                transport.send_close(WSCloseCode.OK)
                 transport.disconnect()
                 await transport.wait_disconnected()
 

@@ -798,7 +798,8 @@ async def main(kind, url, n, seconds):
     print(json.dumps({"rss_per_connection": (after - before) / n, "cpu_per_minute": cpu / seconds * 60}))
     for c in conns:
         if kind == "picows":
-            c.send_close()
+            from picows import WSCloseCode
+            c.send_close(WSCloseCode.OK)
             c.disconnect()
             await c.wait_disconnected()
         else:

@@ -1,8 +1,8 @@
 """One live connection: opening it, its tasks, and the record of why it ended.
 
-A session owns one ``asyncio.TaskGroup``: the heartbeat, the idle watchdog,
-the sender and the consumer live and die with it, so no task of a previous
-connection survives a reconnect. The sender is a task only while the outbox
+A session owns one task group (``asyncio.TaskGroup``'s rules, in fewer
+bytes): the heartbeat, the idle watchdog, the sender and the consumer live
+and die with it, so no task of a previous connection survives a reconnect. The sender is a task only while the outbox
 holds messages: an idle session waits in its consumer alone. A session talks
 to its connection only through a :class:`wsclient.transports.Transport`, and
 turns the transport's end record into a :class:`SessionEnd`, once.
@@ -14,9 +14,9 @@ import asyncio
 import inspect
 import itertools
 import sys
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -37,6 +37,7 @@ ABNORMAL_CLOSURE = 1006
 INVALID_DATA = 1007
 MESSAGE_TOO_BIG = 1009
 _session_numbers = itertools.count(1)
+T = TypeVar("T")
 
 
 def to_payload(message: object) -> tuple[bytes | bytearray | memoryview, bool]:
@@ -159,6 +160,144 @@ class _Pending:
         self.result = result
 
 
+class _Tasks:
+    """The session's task group: ``asyncio.TaskGroup``'s rules, in slots, its set made by the first task.
+
+    A task that fails cancels the others and the body of the ``async with``,
+    which then raises a ``BaseExceptionGroup`` of the failures; leaving waits for
+    every task; a cancellation of the parent cancels them all and propagates.
+    The logic is the standard library's (Python 3.11), without what the
+    session does not use (contexts, re-entry checks): an idle session holds
+    this object alone, not a group, its dict, an empty set and an empty list
+    (the set lives while tasks run, the list once one failed).
+    """
+
+    __slots__ = (
+        "_aborting",
+        "_base_error",
+        "_done",
+        "_errors",
+        "_exiting",
+        "_parent",
+        "_parent_cancel_requested",
+        "_tasks",
+    )
+
+    def __init__(self) -> None:
+        self._exiting = False
+        self._aborting = False
+        self._parent: asyncio.Task[Any] | None = None
+        self._parent_cancel_requested = False
+        self._tasks: set[asyncio.Task[Any]] | None = None
+        self._errors: list[BaseException] | None = None
+        self._base_error: BaseException | None = None
+        self._done: asyncio.Future[None] | None = None
+
+    async def __aenter__(self) -> _Tasks:
+        self._parent = asyncio.current_task()
+        if self._parent is None:  # pragma: no cover - a session always runs in a task
+            raise RuntimeError("the session's tasks need a parent task")
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self._exiting = True
+        parent = self._parent
+        assert parent is not None
+        if exc is not None and _is_base_error(exc) and self._base_error is None:
+            self._base_error = exc
+        propagate: BaseException | None = exc if et is asyncio.CancelledError else None
+        # If this flag is set, uncancel() must be called: a cancellation the group asked for is not the caller's.
+        if self._parent_cancel_requested and parent.uncancel() == 0:
+            propagate = None
+        if et is not None and not self._aborting:
+            # The parent is being cancelled, or the body raised: the tasks end with it.
+            self._abort()
+        while self._tasks:
+            if self._done is None:
+                self._done = parent.get_loop().create_future()
+            try:
+                await self._done
+            except asyncio.CancelledError as cancelled:
+                if not self._aborting:
+                    # The parent is cancelled while its tasks still run.
+                    propagate = cancelled
+                    self._abort()
+            self._done = None
+        if self._base_error is not None:
+            raise self._base_error
+        # A cancellation propagates unless there are errors: those come first.
+        if propagate is not None and not self._errors:
+            raise propagate
+        if et is not None and et is not asyncio.CancelledError:
+            assert exc is not None
+            self._add_error(exc)
+        if self._errors:
+            errors, self._errors = self._errors, None  # exceptions hold frames: keep no reference
+            raise BaseExceptionGroup("unhandled errors in a TaskGroup", errors) from None
+
+    def create_task(self, coro: Coroutine[Any, Any, T], *, name: str | None = None) -> asyncio.Task[T]:
+        """Run ``coro`` as a task of the group; ``RuntimeError`` once the group is finished or shutting down."""
+        if self._parent is None:
+            raise RuntimeError("the session's tasks are not running yet")
+        if self._exiting and not self._tasks:
+            raise RuntimeError("the session's tasks are finished")
+        if self._aborting:
+            raise RuntimeError("the session's tasks are shutting down")
+        task = self._parent.get_loop().create_task(coro, name=name)
+        if self._tasks is None:
+            self._tasks = set()
+        self._tasks.add(task)
+        task.add_done_callback(self._on_task_done)
+        return task
+
+    def _add_error(self, exc: BaseException) -> None:
+        if self._errors is None:
+            self._errors = []
+        self._errors.append(exc)
+
+    def _abort(self) -> None:
+        self._aborting = True
+        for task in self._tasks or ():
+            if not task.done():
+                task.cancel()
+
+    def _on_task_done(self, task: asyncio.Task[Any]) -> None:
+        if self._tasks is not None:
+            self._tasks.discard(task)
+            if not self._tasks:
+                self._tasks = None  # between two heartbeats, an idle session holds no set
+        if self._done is not None and not self._tasks and not self._done.done():
+            self._done.set_result(None)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        self._add_error(exc)
+        if _is_base_error(exc) and self._base_error is None:
+            self._base_error = exc
+        parent = self._parent
+        assert parent is not None
+        if parent.done():  # pragma: no cover - as in the standard library, which is not sure it can happen
+            parent.get_loop().call_exception_handler(
+                {
+                    "message": f"Task {task!r} has errored out but its parent task {parent} is already completed",
+                    "exception": exc,
+                    "task": task,
+                }
+            )
+            return
+        if not self._aborting and not self._parent_cancel_requested:
+            # Cancel the body now; __aexit__ uncancels the parent, since the cancellation was the group's.
+            self._abort()
+            self._parent_cancel_requested = True
+            parent.cancel()
+
+
+def _is_base_error(exc: BaseException) -> bool:
+    return isinstance(exc, SystemExit | KeyboardInterrupt)
+
+
 class Session:
     """One live connection, as ``on_connect`` sees it.
 
@@ -229,7 +368,7 @@ class Session:
         self.bound: set[Request] | None = None
         """Requests this session wrote whose reply has not come: its end fails them (made by the first)."""
         self._over = False
-        self._tg: asyncio.TaskGroup | None = None
+        self._tg: _Tasks | None = None
         self._sender: asyncio.Task[None] | None = None
         self._outbox: Outbox[Data] | None = None
         self._hook_reader: asyncio.Task[None] | None = None
@@ -463,7 +602,7 @@ class Session:
         the transport is aborted on the way out if it is still open.
         """
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with _Tasks() as tg:
                 self._tg = tg
                 # Timers, not sleeping tasks: an idle session holds a timer handle for each.
                 timers: tuple[HeartbeatTimer | IdleTimer, ...] = ()
