@@ -789,7 +789,11 @@ class Session:
                     await put(message)
             queued, arrival = transport.queued, transport.arrival
             if transport.pushes:
-                await self._pump(deliver)
+                if requests is None and isinstance(deliver, Inbox):
+                    # What _pump() does for the inbox, without its frame and closures: an idle session keeps neither.
+                    await transport.pump(deliver, None, stats)
+                else:
+                    await self._pump(deliver)
             elif requests is not None and isinstance(deliver, Handler):
                 await self._handle_beside_reader(deliver, requests)
             elif requests is not None:

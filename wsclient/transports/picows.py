@@ -16,7 +16,6 @@ import contextlib
 import logging
 import re
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sized
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -156,7 +155,8 @@ class PicowsTransport(WSListener):
         self._parts_type: WSMsgType | None = None
         # The largest single-frame message the per-frame fast path takes: -1 while reassembling or failing.
         self._plain_limit = self._limit
-        self._pongs: deque[tuple[asyncio.Future[float], float]] = deque()
+        # A list, not a deque: rarely more than one ping waits, and an empty deque holds a block of 64 slots.
+        self._pongs: list[tuple[asyncio.Future[float], float]] = []
         # Until the session starts pumping, messages (and _Deferred actions) wait here for recv() in on_connect.
         self._early: Inbox[Any] | None = Inbox(config.inbox_size)
         # Where messages go: reading pauses while this queue is full. They are appended to it straight from
@@ -363,7 +363,7 @@ class PicowsTransport(WSListener):
         if self._close_timer is not None:
             self._close_timer.cancel()
         while self._pongs:
-            self._pongs.popleft()[0].cancel()
+            self._pongs.pop(0)[0].cancel()
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
         if self._append is not None:
@@ -488,7 +488,7 @@ class PicowsTransport(WSListener):
                 self._answer_close(answered)
         elif kind is _PONG:
             if self._pongs:
-                pong, sent_at = self._pongs.popleft()
+                pong, sent_at = self._pongs.pop(0)
                 if not pong.done():
                     pong.set_result(self.loop.time() - sent_at)
         elif kind is _PING:
