@@ -809,13 +809,23 @@ def rss():
         return int(f.read().split()[1]) * 4096
 
 async def main(kind, url, n, seconds):
-    if kind == "wsclient on picows":
-        importlib.import_module("wsclient.transports.picows")  # the module's own memory is not a connection's
+    if "picows" in kind:
+        importlib.import_module("picows")  # the module's own memory is not a connection's
+        importlib.import_module("wsclient.transports.picows")
     gc.collect(); before = rss()
     if kind == "websockets":
         conns = [await connect(url, ping_interval=5, ping_timeout=5) for _ in range(n)]
+    elif kind == "picows":
+        # What a picows user writes: a listener that does nothing, picows' own keepalive with the same interval.
+        from picows import WSListener, ws_connect
+        conns = [
+            (await ws_connect(
+                WSListener, url, enable_auto_ping=True, auto_ping_idle_timeout=5, auto_ping_reply_timeout=5
+            ))[0]
+            for _ in range(n)
+        ]
     else:
-        transport = "picows" if kind == "wsclient on picows" else "websockets"
+        transport = "picows" if kind.startswith("wsclient on picows") else "websockets"
         conns = [
             wsclient.Client(url, heartbeat=wsclient.Heartbeat(interval=5, timeout=5), transport=transport)
             for _ in range(n)
@@ -828,24 +838,52 @@ async def main(kind, url, n, seconds):
     cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu0
     print(json.dumps({"rss_per_connection": (after - before) / n, "cpu_per_minute": cpu / seconds * 60}))
     for c in conns:
-        await c.close()
+        if kind == "picows":
+            from picows import WSCloseCode
+            c.send_close(WSCloseCode.OK)
+            c.disconnect()
+            await c.wait_disconnected()
+        else:
+            await c.close()
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
 asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])))
 """
 
+IDLE_BASE = "WSCLIENT_BENCH_BASE"
+"""An environment variable: the root of another checkout of wsclient, measured beside this one ("..., before")."""
+
 
 async def idle_connections(settings: Settings) -> list[Row]:
-    rows = []
+    """RSS and CPU per idle connection, each contender in its own process, the contenders interleaved round by round.
+
+    Each library's rows have their own reference: wsclient against raw websockets, wsclient on picows against
+    raw picows. With ``WSCLIENT_BENCH_BASE`` set to another checkout, its wsclient is measured in the same rounds.
+    """
+    base = os.environ.get(IDLE_BASE)
+    has_picows = importlib.util.find_spec("picows") is not None
+    contenders: list[tuple[str, str, str | None]] = [("websockets", "websockets", None)]
+    if base:
+        contenders.append(("wsclient, before", "wsclient", base))
+    contenders.append(("wsclient", "wsclient", None))
+    if has_picows:
+        contenders.append(("picows", "picows", None))
+        if base:
+            contenders.append(("wsclient on picows, before", "wsclient on picows", base))
+        contenders.append(("wsclient on picows", "wsclient on picows", None))
+    rows: dict[str, tuple[Row, Row]] = {}
+    for name, kind, _ in contenders:
+        library = "picows" if "picows" in kind else "websockets"
+        scenario = f"{settings.idle_clients} idle connections" + (" on picows" if library == "picows" else "")
+        reference = name == library
+        rows[name] = (
+            cost(scenario, name, "RSS per connection", "KiB", reference=reference),
+            cost(scenario, name, "CPU per minute (all)", "s", reference=reference),
+        )
     async with server_process("echo") as (port, _):
-        for index, kind in enumerate(("websockets", "wsclient", "wsclient on picows")):
-            if kind == "wsclient on picows" and importlib.util.find_spec("picows") is None:
-                continue
-            scenario = f"{settings.idle_clients} idle connections"
-            rss = cost(scenario, kind, "RSS per connection", "KiB", reference=index == 0)
-            cpu = cost(scenario, kind, "CPU per minute (all)", "s", reference=index == 0)
-            rows += [rss, cpu]
-            for _ in range(max(1, settings.repeats // 2)):
+        for _ in range(max(1, settings.repeats // 2)):
+            for name, kind, tree in contenders:
+                env = None if tree is None else {**os.environ, "PYTHONPATH": tree}
                 process = await asyncio.create_subprocess_exec(
                     sys.executable,
                     "-c",
@@ -855,12 +893,15 @@ async def idle_connections(settings: Settings) -> list[Row]:
                     str(settings.idle_clients),
                     str(settings.idle_seconds),
                     stdout=asyncio.subprocess.PIPE,
+                    env=env,
+                    cwd=tree,  # python -c looks in its working directory first
                 )
                 out, _ = await process.communicate()
                 figures = json.loads(out.decode().strip().splitlines()[-1])
+                rss, cpu = rows[name]
                 rss.runs.append(figures["rss_per_connection"] / 1024)
                 cpu.runs.append(figures["cpu_per_minute"])
-    return rows
+    return [row for pair in rows.values() for row in pair]
 
 
 # Report.

@@ -106,3 +106,19 @@ def test_simulated_delays_come_from_each_library() -> None:
     assert first == 0.0
     assert 0.0 <= second <= 5.0
     assert third == 3.1
+
+
+async def test_the_idle_scenario_measures_each_library_against_its_raw_peer() -> None:
+    from dataclasses import replace
+
+    from benchmarks.run import QUICK, idle_connections
+
+    rows = await idle_connections(replace(QUICK, idle_clients=3, idle_seconds=0.05, repeats=2))
+    references = {row.scenario: row.contender for row in rows if row.reference}
+    expected = {"3 idle connections": "websockets"}
+    if importlib.util.find_spec("picows") is not None:
+        expected["3 idle connections on picows"] = "picows"
+    assert references == expected
+    contenders = {row.contender for row in rows}
+    assert "wsclient" in contenders
+    assert all(len(row.runs) == 1 and row.runs[0] >= 0 for row in rows)

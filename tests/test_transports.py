@@ -608,3 +608,37 @@ async def test_a_write_that_fails_in_the_socket_ends_the_session_and_counts_the_
         await client.send("after")
         assert await client.recv() == "after"
     assert client.stats.messages_out == 1
+
+
+@pytest.mark.parametrize("compression", ["deflate", None])
+async def test_an_idle_connection_waits_without_a_pending_recv_and_pongs_do_not_wake_it(
+    transport: str, compression: str | None
+) -> None:
+    """While nothing arrives, the consumer holds one future, not websockets' recv() and its coroutines."""
+    speak = asyncio.Event()
+
+    async def later(connection: ServerConnection) -> None:
+        for text in ("first", "second"):
+            await speak.wait()
+            speak.clear()
+            await connection.send(text)
+        await connection.wait_closed()
+
+    beat = wsclient.Heartbeat(interval=0.01, timeout=1.0)
+    settings = fast(heartbeat=beat, compression=compression) if transport == "websockets" else fast(heartbeat=beat)
+    async with FlakyServer(handler=later) as server, wsclient.Client(server.url, **settings) as client:
+        session = client.session
+        assert session is not None
+        timer = session._timers[0]
+        assert isinstance(timer, wsclient.heartbeat.HeartbeatTimer)
+        async with asyncio.timeout(BOUND):
+            for text in ("first", "second"):
+                # Pongs came meanwhile: control frames leave the consumer waiting where it was.
+                beats = timer.beats
+                await until(lambda beats=beats: timer.beats >= beats + 3)  # type: ignore[misc]
+                if transport == "websockets":
+                    assert not session.connection.recv_messages.get_in_progress
+                speak.set()
+                assert await client.recv() == text
+            assert session.is_open
+        assert client.stats.messages_in == 2

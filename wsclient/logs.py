@@ -109,11 +109,12 @@ class Logger:
 
     def __init__(self, context: dict[str, Any]) -> None:
         # Only the context is kept, not a bound structlog logger: every client and session has a logger.
-        self._context = context
+        # As pairs, not a dict: a tuple of one pair is half the size of a dict of one key.
+        self._context: tuple[tuple[str, Any], ...] = tuple(context.items())
 
     def bind(self, **values: Any) -> Logger:
         """A logger whose events also carry ``values`` (this one, if it carries them already)."""
-        context = self._context
+        context = dict(self._context)
         if all(key in context and context[key] == value for key, value in values.items()):
             return self
         return Logger({**context, **values})
@@ -123,10 +124,10 @@ class Logger:
         # a processor or handler that raises) is dropped, and the first such failure reported once.
         try:
             if structlog.is_configured():
-                logger = structlog.get_logger(LOGGER_NAME).bind(logger=LOGGER_NAME, **self._context)
+                logger = structlog.get_logger(LOGGER_NAME).bind(logger=LOGGER_NAME, **dict(self._context))
                 getattr(logger, method_name)(event, **fields)
             else:
-                getattr(_STDLIB_LOGGER, method_name)(event, **{**self._context, **fields})
+                getattr(_STDLIB_LOGGER, method_name)(event, **dict(self._context, **fields))
         except Exception as exc:
             _sink_failed(exc)
 

@@ -1,8 +1,8 @@
 """One live connection: opening it, its tasks, and the record of why it ended.
 
-A session owns one ``asyncio.TaskGroup``: the heartbeat, the idle watchdog,
-the sender and the consumer live and die with it, so no task of a previous
-connection survives a reconnect. The sender is a task only while the outbox
+A session owns one task group (``asyncio.TaskGroup``'s rules, in fewer
+bytes): the heartbeat, the idle watchdog, the sender and the consumer live
+and die with it, so no task of a previous connection survives a reconnect. The sender is a task only while the outbox
 holds messages: an idle session waits in its consumer alone. A session talks
 to its connection only through a :class:`wsclient.transports.Transport`, and
 turns the transport's end record into a :class:`SessionEnd`, once.
@@ -14,9 +14,9 @@ import asyncio
 import inspect
 import itertools
 import sys
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -37,6 +37,7 @@ ABNORMAL_CLOSURE = 1006
 INVALID_DATA = 1007
 MESSAGE_TOO_BIG = 1009
 _session_numbers = itertools.count(1)
+T = TypeVar("T")
 
 
 def to_payload(message: object) -> tuple[bytes | bytearray | memoryview, bool]:
@@ -159,6 +160,144 @@ class _Pending:
         self.result = result
 
 
+class _Tasks:
+    """The session's task group: ``asyncio.TaskGroup``'s rules, in slots, its set made by the first task.
+
+    A task that fails cancels the others and the body of the ``async with``,
+    which then raises a ``BaseExceptionGroup`` of the failures; leaving waits for
+    every task; a cancellation of the parent cancels them all and propagates.
+    The logic is the standard library's (Python 3.11), without what the
+    session does not use (contexts, re-entry checks): an idle session holds
+    this object alone, not a group, its dict, an empty set and an empty list
+    (the set lives while tasks run, the list once one failed).
+    """
+
+    __slots__ = (
+        "_aborting",
+        "_base_error",
+        "_done",
+        "_errors",
+        "_exiting",
+        "_parent",
+        "_parent_cancel_requested",
+        "_tasks",
+    )
+
+    def __init__(self) -> None:
+        self._exiting = False
+        self._aborting = False
+        self._parent: asyncio.Task[Any] | None = None
+        self._parent_cancel_requested = False
+        self._tasks: set[asyncio.Task[Any]] | None = None
+        self._errors: list[BaseException] | None = None
+        self._base_error: BaseException | None = None
+        self._done: asyncio.Future[None] | None = None
+
+    async def __aenter__(self) -> _Tasks:
+        self._parent = asyncio.current_task()
+        if self._parent is None:  # pragma: no cover - a session always runs in a task
+            raise RuntimeError("the session's tasks need a parent task")
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self._exiting = True
+        parent = self._parent
+        assert parent is not None
+        if exc is not None and _is_base_error(exc) and self._base_error is None:
+            self._base_error = exc
+        propagate: BaseException | None = exc if et is asyncio.CancelledError else None
+        # If this flag is set, uncancel() must be called: a cancellation the group asked for is not the caller's.
+        if self._parent_cancel_requested and parent.uncancel() == 0:
+            propagate = None
+        if et is not None and not self._aborting:
+            # The parent is being cancelled, or the body raised: the tasks end with it.
+            self._abort()
+        while self._tasks:
+            if self._done is None:
+                self._done = parent.get_loop().create_future()
+            try:
+                await self._done
+            except asyncio.CancelledError as cancelled:
+                if not self._aborting:
+                    # The parent is cancelled while its tasks still run.
+                    propagate = cancelled
+                    self._abort()
+            self._done = None
+        if self._base_error is not None:
+            raise self._base_error
+        # A cancellation propagates unless there are errors: those come first.
+        if propagate is not None and not self._errors:
+            raise propagate
+        if et is not None and et is not asyncio.CancelledError:
+            assert exc is not None
+            self._add_error(exc)
+        if self._errors:
+            errors, self._errors = self._errors, None  # exceptions hold frames: keep no reference
+            raise BaseExceptionGroup("unhandled errors in a TaskGroup", errors) from None
+
+    def create_task(self, coro: Coroutine[Any, Any, T], *, name: str | None = None) -> asyncio.Task[T]:
+        """Run ``coro`` as a task of the group; ``RuntimeError`` once the group is finished or shutting down."""
+        if self._parent is None:
+            raise RuntimeError("the session's tasks are not running yet")
+        if self._exiting and not self._tasks:
+            raise RuntimeError("the session's tasks are finished")
+        if self._aborting:
+            raise RuntimeError("the session's tasks are shutting down")
+        task = self._parent.get_loop().create_task(coro, name=name)
+        if self._tasks is None:
+            self._tasks = set()
+        self._tasks.add(task)
+        task.add_done_callback(self._on_task_done)
+        return task
+
+    def _add_error(self, exc: BaseException) -> None:
+        if self._errors is None:
+            self._errors = []
+        self._errors.append(exc)
+
+    def _abort(self) -> None:
+        self._aborting = True
+        for task in self._tasks or ():
+            if not task.done():
+                task.cancel()
+
+    def _on_task_done(self, task: asyncio.Task[Any]) -> None:
+        if self._tasks is not None:
+            self._tasks.discard(task)
+            if not self._tasks:
+                self._tasks = None  # between two heartbeats, an idle session holds no set
+        if self._done is not None and not self._tasks and not self._done.done():
+            self._done.set_result(None)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        self._add_error(exc)
+        if _is_base_error(exc) and self._base_error is None:
+            self._base_error = exc
+        parent = self._parent
+        assert parent is not None
+        if parent.done():  # pragma: no cover - as in the standard library, which is not sure it can happen
+            parent.get_loop().call_exception_handler(
+                {
+                    "message": f"Task {task!r} has errored out but its parent task {parent} is already completed",
+                    "exception": exc,
+                    "task": task,
+                }
+            )
+            return
+        if not self._aborting and not self._parent_cancel_requested:
+            # Cancel the body now; __aexit__ uncancels the parent, since the cancellation was the group's.
+            self._abort()
+            self._parent_cancel_requested = True
+            parent.cancel()
+
+
+def _is_base_error(exc: BaseException) -> bool:
+    return isinstance(exc, SystemExit | KeyboardInterrupt)
+
+
 class Session:
     """One live connection, as ``on_connect`` sees it.
 
@@ -166,6 +305,33 @@ class Session:
     ``on_connect`` to authenticate and subscribe before the application sees
     the session's messages and before buffered sends go out.
     """
+
+    # Slots, not a __dict__: a session lives as long as its connection, and a process may hold thousands.
+    __slots__ = (
+        "_cause",
+        "_config",
+        "_held",
+        "_hook_reader",
+        "_log",
+        "_observers",
+        "_outbox",
+        "_over",
+        "_recv",
+        "_requests",
+        "_sender",
+        "_stats",
+        "_tg",
+        "_timers",
+        "bound",
+        "connection",
+        "flushing",
+        "hook_error",
+        "id",
+        "number",
+        "ready",
+        "started",
+        "transport",
+    )
 
     def __init__(
         self,
@@ -202,12 +368,12 @@ class Session:
         self.bound: set[Request] | None = None
         """Requests this session wrote whose reply has not come: its end fails them (made by the first)."""
         self._over = False
-        self._tg: asyncio.TaskGroup | None = None
+        self._tg: _Tasks | None = None
         self._sender: asyncio.Task[None] | None = None
         self._outbox: Outbox[Data] | None = None
         self._hook_reader: asyncio.Task[None] | None = None
         self._held: Inbox[Data] | None = None
-        self._timers: list[HeartbeatTimer | IdleTimer] = []
+        self._timers: tuple[HeartbeatTimer | IdleTimer, ...] = ()
 
     def __repr__(self) -> str:
         transport = self.transport
@@ -436,15 +602,15 @@ class Session:
         the transport is aborted on the way out if it is still open.
         """
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with _Tasks() as tg:
                 self._tg = tg
                 # Timers, not sleeping tasks: an idle session holds a timer handle for each.
-                timers: list[HeartbeatTimer | IdleTimer] = []
-                self._timers = timers
+                timers: tuple[HeartbeatTimer | IdleTimer, ...] = ()
                 if (heartbeat := self._config.heartbeat) is not None:
-                    timers.append(HeartbeatTimer(heartbeat, self, self._spawn_watch, self._log))
+                    timers += (HeartbeatTimer(heartbeat, self, self._spawn_watch, self._log),)
                 if (idle_timeout := self._config.idle_timeout) is not None:
-                    timers.append(IdleTimer(idle_timeout, self, self._verdict))
+                    timers += (IdleTimer(idle_timeout, self, self._verdict),)
+                self._timers = timers
                 for timer in timers:
                     timer.start()
                 try:
@@ -452,6 +618,7 @@ class Session:
                     end = None if on_connect is None else await self._hook(on_connect)
                     if end is None:
                         self._opened(on_ready, outbox)
+                        del on_ready  # a bound method: this frame lives as long as the session, keep nothing spent
                         end = await self._consume(deliver)
                 finally:
                     for timer in timers:
@@ -603,27 +770,40 @@ class Session:
             self._sender = None
 
     async def _consume(self, deliver: Deliver) -> SessionEnd:
+        """Deliver every message of the connection until it ends, and say how it ended.
+
+        Each loop waits in ``arrival()`` while nothing waits for ``recv()``:
+        an idle connection holds one future there rather than a suspended ``recv()``.
+        """
         recv, stats = self._recv, self._stats
         limit = self._config.max_size
-        put = partial(self._put, deliver) if isinstance(deliver, Inbox) else deliver
         requests = self._requests
         transport = self.transport
         try:
             if (held := self._held) is not None:
                 # What arrived while on_connect waited for its replies comes first, in order.
                 self._held = None
+                put = partial(self._put, deliver) if isinstance(deliver, Inbox) else deliver
                 while (message := held.poll()) is not None:
                     stats.messages_in += 1
                     await put(message)
+            queued, arrival = transport.queued, transport.arrival
             if transport.pushes:
-                await self._pump(deliver)
+                if requests is None and isinstance(deliver, Inbox):
+                    # What _pump() does for the inbox, without its frame and closures: an idle session keeps neither.
+                    await transport.pump(deliver, None, stats)
+                else:
+                    await self._pump(deliver)
             elif requests is not None and isinstance(deliver, Handler):
                 await self._handle_beside_reader(deliver, requests)
             elif requests is not None:
                 # Only a client with reply_key pays for the lookup, and only while a request waits.
                 pending, resolve = requests.pending, requests.resolve
                 compressed = limit is not None and not transport.checks_message_size
+                put = partial(self._put, deliver) if isinstance(deliver, Inbox) else deliver
                 while True:
+                    if not queued:
+                        await arrival()
                     message = await recv()
                     if compressed and too_big(message, limit):  # type: ignore[arg-type]
                         await transport.close(MESSAGE_TOO_BIG, over_max_size(limit))  # type: ignore[arg-type]
@@ -634,22 +814,32 @@ class Session:
                     await put(message)
             elif limit is not None and not transport.checks_message_size:
                 # Compressed frames were let through with some slack: check the message itself.
+                inbox, handle = (deliver, None) if isinstance(deliver, Inbox) else (None, deliver)
                 while True:
+                    if not queued:
+                        await arrival()
                     message = await recv()
                     if too_big(message, limit):
                         await transport.close(MESSAGE_TOO_BIG, over_max_size(limit))
                         continue
                     stats.messages_in += 1
-                    await put(message)
+                    if handle is not None:
+                        await handle(message)
+                    elif not inbox.offer(message):  # type: ignore[union-attr]
+                        await self._put(inbox, message)  # type: ignore[arg-type]
             elif isinstance(deliver, Inbox):
                 offer = deliver.offer
                 while True:
+                    if not queued:
+                        await arrival()
                     message = await recv()
                     stats.messages_in += 1
                     if not offer(message):
                         await self._put(deliver, message)
             else:
                 while True:
+                    if not queued:
+                        await arrival()
                     message = await recv()
                     stats.messages_in += 1
                     await deliver(message)
@@ -688,8 +878,11 @@ class Session:
         limit = self._config.max_size
         compressed = limit is not None and not transport.checks_message_size
         pending, resolve = requests.pending, requests.resolve
+        queued, arrival = transport.queued, transport.arrival
         try:
             while True:
+                if not queued:
+                    await arrival()
                 message = await recv()
                 if compressed and too_big(message, limit):  # type: ignore[arg-type]
                     await transport.close(MESSAGE_TOO_BIG, f"message over max_size ({limit} bytes)")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sized
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 from websockets.datastructures import Headers
@@ -102,6 +102,18 @@ class Transport(Protocol):
     """``write(payload, text)``: write one message of an open connection at once, with no coroutine; True when
     the write buffer is over its high-water mark (or the message could not be written yet), and the caller then
     awaits :meth:`drained` at once. None when the library only writes from a coroutine: then :attr:`send` is the way."""
+
+    @property
+    def queued(self) -> Sized:
+        """What was received and waits for ``recv``: empty while ``recv`` would have to wait."""
+
+    @property
+    def arrival(self) -> Callable[[], Awaitable[None]]:
+        """Waits until :attr:`queued` holds something or the connection is closed (at once where it cannot tell).
+
+        It holds less memory than a waiting ``recv``: a reader of an idle
+        connection waits here while :attr:`queued` is empty, then calls ``recv``.
+        """
 
     @property
     def last_rx(self) -> float:

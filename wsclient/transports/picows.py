@@ -16,8 +16,7 @@ import contextlib
 import logging
 import re
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sized
 from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
@@ -156,7 +155,8 @@ class PicowsTransport(WSListener):
         self._parts_type: WSMsgType | None = None
         # The largest single-frame message the per-frame fast path takes: -1 while reassembling or failing.
         self._plain_limit = self._limit
-        self._pongs: deque[tuple[asyncio.Future[float], float]] = deque()
+        # A list, not a deque: rarely more than one ping waits, and an empty deque holds a block of 64 slots.
+        self._pongs: list[tuple[asyncio.Future[float], float]] = []
         # Until the session starts pumping, messages (and _Deferred actions) wait here for recv() in on_connect.
         self._early: Inbox[Any] | None = Inbox(config.inbox_size)
         # Where messages go: reading pauses while this queue is full. They are appended to it straight from
@@ -187,6 +187,15 @@ class PicowsTransport(WSListener):
     def response_headers(self) -> Headers:
         assert self.raw is not None
         return Headers(list(self.raw.response.headers.items()))
+
+    @property
+    def queued(self) -> Sized:
+        """Nothing waits for ``recv`` here: messages are pushed (see :meth:`pump`)."""
+        return ()
+
+    @property
+    def arrival(self) -> Callable[[], Awaitable[None]]:
+        return _arrived
 
     async def _send_message(self, payload: bytes | bytearray | memoryview | str, text: bool = False) -> None:
         """Write one message; wait while picows' write buffer is over its high-water mark."""
@@ -366,7 +375,7 @@ class PicowsTransport(WSListener):
         if self._close_timer is not None:
             self._close_timer.cancel()
         while self._pongs:
-            self._pongs.popleft()[0].cancel()
+            self._pongs.pop(0)[0].cancel()
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
         if self._append is not None:
@@ -491,7 +500,7 @@ class PicowsTransport(WSListener):
                 self._answer_close(answered)
         elif kind is _PONG:
             if self._pongs:
-                pong, sent_at = self._pongs.popleft()
+                pong, sent_at = self._pongs.pop(0)
                 if not pong.done():
                     pong.set_result(self.loop.time() - sent_at)
         elif kind is _PING:
@@ -567,6 +576,10 @@ class PicowsTransport(WSListener):
         raw.send_close(WSCloseCode(code), reason.encode())
         if self._close_timer is None:
             self._close_timer = self.loop.call_later(self._close_timeout, raw.disconnect, False)
+
+
+async def _arrived() -> None:
+    """What :attr:`PicowsTransport.arrival` waits for: nothing (``recv`` waits itself)."""
 
 
 def _handshake_error(exc: WSHandshakeError) -> Exception:
