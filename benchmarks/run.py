@@ -42,6 +42,7 @@ from websockets.frames import Frame, Opcode
 
 import wsclient
 import wsclient.sync
+from benchmarks.scale import scale
 from wsclient.testing import FlakyServer
 
 RESULTS = Path(__file__).parent / "results"
@@ -1023,6 +1024,7 @@ SCENARIOS: dict[str, Callable[[Settings], Awaitable[list[Row]]]] = {
     "storm": reconnect_storm,
     "idle": idle_connections,
     "otel": instrumentation_cost,
+    "scale": scale,
 }
 
 

@@ -7,6 +7,11 @@ answers ``done`` once ``/FRAME_BYTES/COUNT`` bytes arrived.
 ``echo``: a websockets echo server, for round trips and idle connections.
 ``storm``: a websockets server that notes when each handshake arrives;
 ``/stats`` answers those times (``time.monotonic()``, shared by processes).
+``scale``: a picows server (frames parsed in C, about 2 KiB a connection) that
+holds thousands of idle connections, answers pings, and notes when each
+handshake arrives like ``storm``; it listens on ``--hosts`` (several loopback
+addresses when one runs short of ports) with a listen backlog of
+``SCALE_BACKLOG``, and prints ``PORT <n> UP <time.monotonic()>``.
 
 Run as ``python -m benchmarks.servers KIND``; it prints ``PORT <n>`` once listening.
 """
@@ -17,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import resource
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -116,8 +122,57 @@ async def storm(connection: ServerConnection) -> None:
     await connection.wait_closed()
 
 
-async def main(kind: str, port: int) -> None:
-    if kind in ("echo", "storm"):
+SCALE_BACKLOG = 4096
+"""The ``scale`` server's listen backlog: Linux caps it at ``net.core.somaxconn`` (4096 by default)."""
+
+
+def raise_file_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit; returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+async def scale_server(hosts: list[str], port: int) -> None:
+    """Hold idle picows connections on every address of ``hosts``; ``/stats`` answers the handshake times."""
+    from picows import WSListener, WSMsgType, WSUpgradeRequest, ws_create_server
+
+    class Idle(WSListener):
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            if frame.msg_type == WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code())
+                transport.disconnect()
+
+    class Stats(Idle):
+        def on_ws_connected(self, transport: Any) -> None:
+            transport.send(WSMsgType.TEXT, json.dumps(ATTEMPTS).encode())
+
+    def listener(request: WSUpgradeRequest) -> WSListener:
+        if request.path == b"/stats":
+            return Stats()
+        ATTEMPTS.append(time.monotonic())
+        return Idle()
+
+    limit = raise_file_limit()
+    # Pings are answered by picows itself (enable_auto_pong); the server sends none of its own.
+    # Port 0 would give every address a port of its own: the first one's is taken for the others.
+    first = await ws_create_server(listener, hosts[0], port, backlog=SCALE_BACKLOG, reuse_address=True)
+    port = first.sockets[0].getsockname()[1]
+    servers = [first]
+    for host in hosts[1:]:
+        servers.append(await ws_create_server(listener, host, port, backlog=SCALE_BACKLOG, reuse_address=True))
+    print(f"PORT {port} UP {time.monotonic()} NOFILE {limit}", flush=True)
+    async with contextlib.AsyncExitStack() as stack:
+        for server in servers:
+            await stack.enter_async_context(server)
+        await first.serve_forever()
+
+
+async def main(kind: str, port: int, hosts: list[str] | None = None) -> None:
+    if kind == "scale":
+        await scale_server(hosts or ["127.0.0.1"], port)
+    elif kind in ("echo", "storm"):
         async with serve(
             echo if kind == "echo" else storm,
             "127.0.0.1",
@@ -140,9 +195,10 @@ async def main(kind: str, port: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("kind", choices=["blast", "sink", "echo", "storm"])
+    parser.add_argument("kind", choices=["blast", "sink", "echo", "storm", "scale"])
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--hosts", nargs="+", help="addresses to listen on (scale only; default 127.0.0.1)")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main(args.kind, args.port))
+        asyncio.run(main(args.kind, args.port, args.hosts))
     sys.exit(0)

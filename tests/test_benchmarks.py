@@ -6,6 +6,7 @@ what is asserted is that every message is counted and the report says what it me
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 from websockets.frames import Frame, Opcode
@@ -13,6 +14,7 @@ from websockets.frames import Frame, Opcode
 import wsclient
 from benchmarks.run import (
     ECHOERS,
+    QUICK,
     REQUESTERS,
     Row,
     cost,
@@ -31,6 +33,7 @@ from benchmarks.run import (
     websockets_delays,
     wsclient_delays,
 )
+from benchmarks.scale import KINDS, METRICS, PER_ADDRESS, addresses, scale
 
 
 async def test_blast_server_delivers_every_frame_to_each_receiver() -> None:
@@ -122,3 +125,32 @@ async def test_the_idle_scenario_measures_each_library_against_its_raw_peer() ->
     contenders = {row.contender for row in rows}
     assert "wsclient" in contenders
     assert all(len(row.runs) == 1 and row.runs[0] >= 0 for row in rows)
+
+
+def test_scale_spreads_connections_over_loopback_addresses() -> None:
+    assert addresses(50) == ["127.0.0.1"]
+    assert addresses(PER_ADDRESS) == ["127.0.0.1"]
+    assert addresses(10_000) == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+
+
+async def test_scale_measures_every_contender_through_a_server_restart() -> None:
+    settings = dataclasses.replace(QUICK, repeats=1, idle_clients=5, idle_seconds=0.2)  # 50 connections
+    rows = await scale(settings)
+    assert len(rows) == len(KINDS) * len(METRICS)
+    picows = importlib.util.find_spec("picows") is not None
+    for row in rows:
+        family = "picows" if row.contender.endswith("picows") else "websockets"
+        assert row.scenario == f"50 connections, {family}"
+        assert row.reference == (row.contender == family)
+        if family == "picows" and not picows:
+            assert row.note == "skipped: picows not installed"
+            continue
+        assert row.note == "", row
+        assert len(row.runs) == 1, row
+        figure = row.runs[0]
+        if row.metric in ("RSS per connection", "connect all at once", "all back after a restart"):
+            assert figure > 0, row
+        elif row.metric == "peak handshakes / 100 ms":
+            assert figure >= 1, row
+        else:
+            assert figure >= 0, row
