@@ -480,6 +480,26 @@ def test_a_bug_in_a_plain_on_connect_stops_the_client_at_once(echo: ThreadedServ
     assert isinstance(caught.value.__cause__, KeyError)
 
 
+def test_what_stopped_the_client_keeps_its_cause_whichever_call_reports_it(echo: ThreadedServer) -> None:
+    # wait_open() that reaches the loop after the client stopped reports the same error: its cause intact.
+    def on_connect(session: wsclient.sync.Session) -> None:
+        {}["missing"]
+
+    client = wsclient.sync.Client(echo.url, on_connect=on_connect, **fast())
+    client.start()
+    try:
+        with pytest.raises(wsclient.CallbackError) as first:
+            client.wait_closed(timeout=5)
+        with pytest.raises(wsclient.CallbackError) as late:
+            client.wait_open(timeout=5)
+        with pytest.raises(wsclient.CallbackError) as again:
+            client.wait_closed(timeout=5)
+    finally:
+        client.close()
+    assert first.value is late.value is again.value
+    assert isinstance(again.value.__cause__, KeyError)
+
+
 def test_on_message_runs_in_order_in_one_thread_and_may_send(echo: ThreadedServer) -> None:
     got: list[str] = []
     threads: set[str] = set()

@@ -838,12 +838,15 @@ class Client(Generic[M]):
         portal = self._portal
         try:
             portal.call(grace, self._client.wait_open, timeout)
+            return
         except wsclient.ClientClosed:
             # The client stopped before the call reached its loop: say why it stopped.
             portal.ended.wait()
-            if portal.end is not None:
-                raise portal.end.with_traceback(None) from None
-            raise
+            end = portal.end
+            if end is None:
+                raise
+        # Raised out of the except clause: what stopped the client keeps its own cause and context.
+        raise end.with_traceback(None)
 
     def wait_closed(self, timeout: float | None = None) -> None:
         """Wait until the client stopped for good (what ``on_message`` users wait on).
