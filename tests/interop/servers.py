@@ -11,7 +11,8 @@ or SIGKILL. Every server behaves the same way:
 - the subprotocol ``chat.v2`` is chosen when the client offers it;
 - permessage-deflate is left at the implementation's default;
 - the server pings every ``PING_INTERVAL`` seconds where the implementation
-  can, with its default pong timeout;
+  can, with its default pong timeout (aiohttp takes ``?heartbeat=SECONDS``
+  in the URL instead);
 - tornado alone answers ``terminated`` with ``terminated:N``, the number of
   its connections it has sent a close frame on (its keepalive closes silently).
 """
@@ -82,7 +83,9 @@ def serve_aiohttp(sock: socket.socket) -> None:
     from aiohttp import WSMsgType, web
 
     async def handler(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(protocols=(SUBPROTOCOL,), heartbeat=PING_INTERVAL)
+        # ?heartbeat=SECONDS: aiohttp drops a connection whose pong is late by half its heartbeat.
+        heartbeat = float(request.query.get("heartbeat", PING_INTERVAL))
+        ws = web.WebSocketResponse(protocols=(SUBPROTOCOL,), heartbeat=heartbeat)
         await ws.prepare(request)
         async for msg in ws:
             if msg.type is WSMsgType.BINARY:
