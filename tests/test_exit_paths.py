@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import random
 import time
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from helpers import MS, fast, until
@@ -744,3 +746,36 @@ async def test_a_timeout_raised_by_on_connect_itself_keeps_its_message(server: F
             pass
     failure = next(e for e in events if e["event"] == "on_connect_failed")
     assert failure["error"] == "TimeoutError: no ack from the auth service"
+
+
+def lose_connection(session: wsclient.Session, how: str) -> None:
+    """End the connection as this side does (a heartbeat verdict), or as a transport does when a write fails."""
+    if how == "dropped":
+        session.abort(wsclient.Cause.HEARTBEAT_TIMEOUT)
+        return
+    raw: Any = session.transport.raw
+    (raw.underlying_transport if hasattr(raw, "underlying_transport") else raw.transport).abort()
+
+
+@pytest.mark.parametrize("how", ["dropped", "failed"])
+async def test_sends_in_the_step_a_connection_is_lost_wait_for_the_next_session(
+    server: FlakyServer, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    # The transports report a lost connection a loop step later. Sends meanwhile went into the dead socket,
+    # lost while counted as written (and the transport's library logged a warning past five such writes).
+    # A connection this side dropped takes none of them; one that failed takes the first, counted as
+    # interrupted (its write is what failed): the rest wait in the outbox for the next session.
+    lost = 0 if how == "dropped" else 1
+    async with asyncio.timeout(BOUND), wsclient.Client(server.url, **fast()) as client:
+        session = client.session
+        assert session is not None
+        lose_connection(session, how)
+        for number in range(10):
+            await client.send(f"m{number}")
+        assert (client.stats.messages_out, client.stats.sends_interrupted) == (0, lost)
+        assert accounted(client) == 10
+        await server.wait_for(lambda: "m9" in server.received)
+        # An interrupted message may or may not have reached the server (Stats.sends_interrupted).
+        assert server.received in ([f"m{number}" for number in range(start, 10)] for start in {0, lost})
+        assert client.stats.messages_out == 10 - lost
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING and record.name != "wsclient"]

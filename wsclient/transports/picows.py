@@ -204,13 +204,18 @@ class PicowsTransport(WSListener):
         assert self.raw is not None
         if isinstance(payload, str):
             payload, text = payload.encode(), True
-        self.raw.send(_TEXT if text else _BINARY, payload)
-        if self._write_paused:
+        if self._write(payload, text):
             await self.drained()
 
     def _write(self, payload: bytes | bytearray | memoryview, text: bool) -> bool:
-        assert self.raw is not None
-        self.raw.send(_TEXT if text else _BINARY, payload)
+        raw = self.raw
+        assert raw is not None
+        raw.send(_TEXT if text else _BINARY, payload)
+        if raw.underlying_transport.is_closing():
+            # The write failed, or the connection was lost in this loop step: picows says so only at the next.
+            # This message is interrupted; what follows is not written into the dead socket.
+            self.is_open = False
+            return True
         return self._write_paused
 
     async def drained(self) -> None:
@@ -238,6 +243,8 @@ class PicowsTransport(WSListener):
         await self.wait_closed()
 
     def abort(self) -> None:
+        # Closed from now on: picows reports the loss a loop step later, and a write meanwhile would be lost.
+        self.is_open = False
         if self.raw is not None:
             self.raw.disconnect(graceful=False)
 

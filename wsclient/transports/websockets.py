@@ -141,7 +141,7 @@ class WebsocketsTransport:
     """
 
     pushes = False
-    __slots__ = ("_deferred", "checks_message_size", "loop", "protocol", "raw", "recv", "send", "write")
+    __slots__ = ("_aborted", "_deferred", "checks_message_size", "loop", "protocol", "raw", "recv", "send", "write")
 
     def __init__(self, connection: TrackedConnection, text: bool, decode: bool = True, *, exact: bool = True) -> None:
         self.raw = connection
@@ -159,6 +159,8 @@ class WebsocketsTransport:
         # A message write() left to drained(), while a fragmented message is being written.
         self._deferred: tuple[bytes | bytearray | memoryview, bool] | None = None
         self.write: Callable[[bytes | bytearray | memoryview, bool], bool] | None = self._write
+        # Dropped by this side, or its write failed: websockets' state says OPEN until the loss reaches it.
+        self._aborted = False
 
     @property
     def queued(self) -> Sized:
@@ -191,7 +193,7 @@ class WebsocketsTransport:
 
     @property
     def is_open(self) -> bool:
-        return self.protocol.state is _OPEN
+        return self.protocol.state is _OPEN and not self._aborted
 
     async def pump(self, queue: Inbox[Any], sink: Sink | None, stats: Stats | None) -> None:
         """Pull every message into ``queue`` (through ``sink`` if given), waiting while it is full, until closed."""
@@ -230,7 +232,12 @@ class WebsocketsTransport:
             connection.send_data()
         except Exception:
             # What websockets' send() does when writing fails: the connection is over (drained() lets it end).
-            connection.transport.abort()
+            self.abort()
+            return True
+        if connection.transport.is_closing():
+            # The write failed, or the connection was lost in this loop step: websockets says so only at the next.
+            # This message is interrupted; what follows is not written into the dead socket.
+            self._aborted = True
             return True
         return connection.paused
 
@@ -261,6 +268,7 @@ class WebsocketsTransport:
         return bool(self.raw.transport.is_closing())
 
     def abort(self) -> None:
+        self._aborted = True
         self.raw.transport.abort()
 
     async def wait_closed(self) -> None:
